@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine with Python >= 3.11: `make up` and `make test`.
+# Both install uv (into .tools/, from PyPI) and the workspace dependencies when missing.
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: up test lint bench sync clean-state
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+.venv/.synced: $(UV) pyproject.toml uv.lock $(wildcard */pyproject.toml services/*/pyproject.toml)
+	$(UV) sync --frozen
+	@touch $@
+
+sync: .venv/.synced
+
+up: sync ## start the whole stack on embedded parts
+	$(UV) run --frozen pao up
+
+test: sync ## run the whole test suite (real PostgreSQL, real broker)
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: sync
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+bench: sync ## print the benchmark figures (see README)
+	$(UV) run --frozen python bench/run_all.py
+
+clean-state: ## forget the local stack's data (.pao/)
+	rm -rf .pao

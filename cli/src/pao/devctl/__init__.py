@@ -1,0 +1,1 @@
+"""devctl, the PAO command-line client."""

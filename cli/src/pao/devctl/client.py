@@ -1,0 +1,216 @@
+"""The REST client: resolves credentials, signs each call with SigV4, maps failures to CliError."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.session import Session
+
+from pao.contracts import errors as codes
+from pao.devctl.errors import CliError
+from pao.devctl.profiles import Profile, load_config
+
+SERVICE = "execute-api"
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send calls and how to sign them."""
+
+    endpoint: str
+    region: str
+    credentials: ReadOnlyCredentials | None  # None only when signing is switched off
+
+
+def _assume_role(base: Session, role_arn: str, region: str) -> ReadOnlyCredentials:
+    try:
+        sts = base.create_client("sts", region_name=region)
+        answer = sts.assume_role(
+            RoleArn=role_arn, RoleSessionName=f"devctl-{uuid.uuid4().hex[:12]}"
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(
+            codes.NO_CREDENTIALS.code,
+            f"cannot assume role {role_arn}: {exc}",
+            "Check that your base credentials may call sts:AssumeRole on it.",
+        ) from exc
+    c = answer["Credentials"]
+    return ReadOnlyCredentials(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
+
+
+def resolve_target(
+    *,
+    endpoint: str | None,
+    profile_name: str | None,
+    region: str | None,
+    role_arn: str | None,
+) -> Target:
+    """Pick endpoint and credentials: flags, then PAO_* variables, then the profile, then AWS."""
+    config = load_config()
+    profile_name = profile_name or os.environ.get("PAO_PROFILE")
+    endpoint = endpoint or os.environ.get("PAO_ENDPOINT")
+    profile: Profile | None = None
+    if profile_name:
+        profile = config.profiles.get(profile_name)
+    elif config.default_profile:
+        candidate = config.profiles.get(config.default_profile)
+        # The default profile's key is only used against the default profile's own endpoint.
+        if candidate and (
+            endpoint is None or endpoint.rstrip("/") == candidate.endpoint.rstrip("/")
+        ):
+            profile = candidate
+    endpoint = endpoint or (profile.endpoint if profile else None)
+    if not endpoint:
+        raise CliError(
+            codes.GATEWAY_UNREACHABLE.code,
+            "no PAO endpoint configured",
+            "Pass --endpoint, set PAO_ENDPOINT, or run `pao up` to write a local profile.",
+            exit_code=2,
+        )
+    region = (
+        region
+        or os.environ.get("PAO_REGION")
+        or (profile.region if profile else None)
+        or "us-east-1"
+    )
+    role_arn = role_arn or (profile.role_arn if profile else None)
+
+    if profile and profile.access_key_id and profile.secret_access_key and not role_arn:
+        creds = ReadOnlyCredentials(profile.access_key_id, profile.secret_access_key, None)
+        return Target(endpoint.rstrip("/"), region, creds)
+
+    aws_profile = (profile.aws_profile if profile else None) or (
+        profile_name if profile_name and profile is None else None
+    )
+    try:
+        session = Session(profile=aws_profile)
+        found = session.get_credentials()
+    except BotoCoreError as exc:
+        raise CliError(
+            codes.NO_CREDENTIALS.code, str(exc), codes.NO_CREDENTIALS.suggestion, exit_code=2
+        ) from exc
+    if role_arn:
+        if found is None and not (profile and profile.access_key_id):
+            raise CliError(
+                codes.NO_CREDENTIALS.code,
+                "no base credentials to assume the role with",
+                codes.NO_CREDENTIALS.suggestion,
+                exit_code=2,
+            )
+        return Target(endpoint.rstrip("/"), region, _assume_role(session, role_arn, region))
+    if found is None:
+        raise CliError(
+            codes.NO_CREDENTIALS.code,
+            "no credentials found",
+            codes.NO_CREDENTIALS.suggestion,
+            exit_code=2,
+        )
+    return Target(endpoint.rstrip("/"), region, found.get_frozen_credentials())
+
+
+def sign(
+    target: Target, method: str, url: str, body: bytes, headers: dict[str, str]
+) -> dict[str, str]:
+    """Headers for one call, signed with SigV4 over the exact URL and body sent."""
+    if target.credentials is None:
+        return headers
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    # Sign the payload hash too, so the gateway can tell a changed body from a wrong key.
+    request.headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    c = target.credentials
+    SigV4Auth(Credentials(c.access_key, c.secret_key, c.token), SERVICE, target.region).add_auth(
+        request
+    )
+    return dict(request.headers.items())
+
+
+class PaoClient:
+    """Calls `/api/v1/*` and returns parsed JSON, or raises CliError with the server's envelope."""
+
+    def __init__(self, target: Target, *, verbose: bool = False, timeout: float = DEFAULT_TIMEOUT):
+        self.target = target
+        self.verbose = verbose
+        self._http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> Any:
+        """Send one signed call; a non-2xx answer (unless listed in ok_statuses) raises CliError."""
+        url = httpx.URL(f"{self.target.endpoint}/api/v1{path}", params=params)
+        payload = b"" if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json", "X-Correlation-ID": str(uuid.uuid4())}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        headers = sign(self.target, method, str(url), payload, headers)
+        if self.verbose:
+            print(f"> {method} {url}", flush=True)  # noqa: T201
+        try:
+            response = self._http.request(method, url, content=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                codes.GATEWAY_UNREACHABLE.code,
+                f"cannot reach {self.target.endpoint}: {type(exc).__name__}"
+                + (f" ({exc})" if str(exc) else ""),
+                codes.GATEWAY_UNREACHABLE.suggestion,
+                correlation_id=headers["X-Correlation-ID"],
+            ) from exc
+        if self.verbose:
+            print(  # noqa: T201
+                f"< {response.status_code} ({response.elapsed.total_seconds() * 1000:.0f} ms)",
+                flush=True,
+            )
+        return self._decode(response, ok_statuses)
+
+    @staticmethod
+    def _decode(response: httpx.Response, ok_statuses: tuple[int, ...]) -> Any:
+        correlation_id = response.headers.get("X-Correlation-ID")
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            data = None
+        if response.is_success or response.status_code in ok_statuses:
+            if data is None and response.content:
+                raise CliError(
+                    codes.BAD_RESPONSE.code,
+                    f"the gateway answered {response.status_code} with non-JSON",
+                    codes.BAD_RESPONSE.suggestion,
+                    correlation_id=correlation_id,
+                )
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and "code" in error:
+            raise CliError(
+                str(error["code"]),
+                str(error.get("message", "")),
+                error.get("suggestion"),
+                correlation_id=error.get("correlation_id") or correlation_id,
+                status=response.status_code,
+                details=list(error.get("details") or []),
+            )
+        raise CliError(
+            codes.BAD_RESPONSE.code,
+            f"HTTP {response.status_code} {response.reason_phrase}",
+            codes.BAD_RESPONSE.suggestion,
+            correlation_id=correlation_id,
+            status=response.status_code,
+        )

@@ -1,0 +1,197 @@
+"""`devctl`: request and follow PAO services from the terminal."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+import typer
+
+from pao.devctl.client import PaoClient, resolve_target
+from pao.devctl.errors import CliError
+from pao.devctl.output import OutputFormat, emit, err_console
+
+app = typer.Typer(
+    name="devctl",
+    help="Request and follow platform services through PAO.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+health_app = typer.Typer(
+    help="Check that PAO is up and its dependencies answer.", no_args_is_help=True
+)
+app.add_typer(health_app, name="health")
+
+
+@dataclass
+class Globals:
+    endpoint: str | None
+    profile: str | None
+    region: str | None
+    role_arn: str | None
+    output: OutputFormat
+    verbose: bool
+
+    def client(self) -> PaoClient:
+        target = resolve_target(
+            endpoint=self.endpoint,
+            profile_name=self.profile,
+            region=self.region,
+            role_arn=self.role_arn,
+        )
+        return PaoClient(target, verbose=self.verbose)
+
+
+def client_version() -> str:
+    try:
+        return version("pao-devctl")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="PAO gateway URL, e.g. https://pao.example.com.",
+            envvar="PAO_ENDPOINT",
+            show_envvar=True,
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="devctl profile (written by `pao up`) or AWS profile to sign with.",
+            envvar="PAO_PROFILE",
+            show_envvar=True,
+        ),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="SigV4 region of the gateway [default: us-east-1].",
+            envvar="PAO_REGION",
+            show_envvar=True,
+        ),
+    ] = None,
+    role_arn: Annotated[
+        str | None,
+        typer.Option(
+            "--role-arn", help="Assume this IAM role (STS) before signing, for cross-account use."
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            help="table for people; json or yaml for scripts.",
+            case_sensitive=False,
+        ),
+    ] = OutputFormat.table,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show each HTTP call and its timing.")
+    ] = False,
+) -> None:
+    """Request and follow platform services through PAO."""
+    ctx.obj = Globals(endpoint, profile, region, role_arn, output, verbose)
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    assert isinstance(ctx.obj, Globals)
+    return ctx.obj
+
+
+def _call(ctx: typer.Context, method: str, path: str, **kwargs: Any) -> Any:
+    client = _globals(ctx).client()
+    try:
+        return client.request(method, path, **kwargs)
+    finally:
+        client.close()
+
+
+@health_app.command("check")
+def health_check(ctx: typer.Context) -> None:
+    """Is the gateway up? (GET /api/v1/health)"""
+    data = _call(ctx, "GET", "/health")
+    emit(data, _globals(ctx).output)
+
+
+@health_app.command("ready")
+def health_ready(ctx: typer.Context) -> None:
+    """Do the database and broker answer? Exits 1 when a part is down. (GET /health/ready)"""
+    g = _globals(ctx)
+    data = _call(ctx, "GET", "/health/ready", ok_statuses=(503,))
+    checks = data.get("checks", [])
+    if g.output is OutputFormat.table:
+        emit(
+            data,
+            g.output,
+            columns=["component", "ok", "detail", "ms"],
+            rows=[(c["name"], c["ok"], c["detail"], c.get("latency_ms")) for c in checks],
+            title=f"PAO is {data.get('status', '?').replace('_', ' ')}",
+        )
+    else:
+        emit(data, g.output)
+    if data.get("status") != "ready":
+        down = ", ".join(c["name"] for c in checks if not c["ok"])
+        err_console.print(f"not ready: {down} down", style="red", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command("version")
+def version_cmd(ctx: typer.Context) -> None:
+    """Show devctl's version and the server's. (GET /api/v1/version)"""
+    g = _globals(ctx)
+    client_info = {"version": client_version(), "python": platform.python_version()}
+    server = _call(ctx, "GET", "/version")
+    data = {"client": client_info, "server": server}
+    if g.output is OutputFormat.table:
+        emit(
+            data,
+            g.output,
+            columns=["component", "version", "python"],
+            rows=[
+                ("devctl", client_info["version"], client_info["python"]),
+                ("server", server.get("version"), server.get("python")),
+            ],
+        )
+    else:
+        emit(data, g.output)
+
+
+def main() -> None:
+    """Entry point: run the app; a CliError becomes one line on stderr and a non-zero exit."""
+    try:
+        app(standalone_mode=False)
+    except CliError as exc:
+        err_console.print(
+            exc.one_line(), style="red", markup=False, highlight=False, soft_wrap=True
+        )
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted", style="red")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        err_console.print(
+            f"error PAO-CLI-000: unexpected {type(exc).__name__}: {exc}. "
+            "Rerun with --verbose and report it.",
+            style="red",
+            markup=False,
+        )
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""PAO contracts: events, commands, topics, error codes and REST models."""

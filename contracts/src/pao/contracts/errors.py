@@ -1,0 +1,249 @@
+"""The error-code registry (`PAO-<AREA>-<NNN>`) and the error envelope every API failure uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One registered error: its code, HTTP status, short title and default suggestion."""
+
+    code: str
+    http_status: int
+    title: str
+    suggestion: str
+
+
+REGISTRY: dict[str, ErrorCode] = {}
+
+
+def _register(code: str, http_status: int, title: str, suggestion: str) -> ErrorCode:
+    if code in REGISTRY:
+        raise ValueError(f"error code {code} registered twice")
+    entry = ErrorCode(code, http_status, title, suggestion)
+    REGISTRY[code] = entry
+    return entry
+
+
+# API: the shape of an HTTP request.
+ROUTE_NOT_FOUND = _register(
+    "PAO-API-001",
+    404,
+    "No such endpoint",
+    "Check the path and the API version prefix /api/v1; `devctl --help` lists commands.",
+)
+METHOD_NOT_ALLOWED = _register(
+    "PAO-API-002",
+    405,
+    "Method not allowed",
+    "Use one of the methods named in the Allow header.",
+)
+BODY_TOO_LARGE = _register(
+    "PAO-API-003",
+    413,
+    "Request body too large",
+    "Send a smaller body; the limit is in the message.",
+)
+MALFORMED_BODY = _register(
+    "PAO-API-004",
+    400,
+    "Malformed request body",
+    "Send a JSON object with Content-Type: application/json.",
+)
+UNSUPPORTED_MEDIA_TYPE = _register(
+    "PAO-API-005",
+    415,
+    "Unsupported media type",
+    "Send Content-Type: application/json.",
+)
+INVALID_INPUT = _register(
+    "PAO-API-006",
+    422,
+    "Invalid input",
+    "Fix the fields listed in details and send the request again.",
+)
+NOT_FOUND = _register(
+    "PAO-API-007",
+    404,
+    "Resource not found",
+    "Check the identifier; list resources to find the right one.",
+)
+
+# AUTH: SigV4 verification and authorisation.
+AUTH_MISSING = _register(
+    "PAO-AUTH-001",
+    401,
+    "Request is not signed",
+    "Sign requests with AWS SigV4 (service execute-api); `devctl` does this for you.",
+)
+AUTH_MALFORMED = _register(
+    "PAO-AUTH-002",
+    401,
+    "Malformed SigV4 authorization",
+    "Send an Authorization header of the form "
+    "'AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...' and an X-Amz-Date header.",
+)
+AUTH_EXPIRED = _register(
+    "PAO-AUTH-003",
+    401,
+    "Request time outside the allowed clock skew",
+    "Sign each request when sending it and keep the clock in sync (NTP); allowed skew: 5 min.",
+)
+AUTH_UNKNOWN_KEY = _register(
+    "PAO-AUTH-004",
+    403,
+    "Unknown access key",
+    "Use an access key known to this PAO installation; `pao up` writes a local one.",
+)
+AUTH_SIGNATURE_MISMATCH = _register(
+    "PAO-AUTH-005",
+    403,
+    "Signature does not match",
+    "Check the secret key and that no signed header was changed after signing.",
+)
+AUTH_PAYLOAD_MISMATCH = _register(
+    "PAO-AUTH-006",
+    403,
+    "Body does not match the signed payload hash",
+    "Do not modify the body after signing; sign the exact bytes sent.",
+)
+AUTH_SCOPE_MISMATCH = _register(
+    "PAO-AUTH-007",
+    403,
+    "Credential scope does not match this gateway",
+    "Sign for service 'execute-api' and this gateway's region (see `devctl --region`).",
+)
+AUTH_TOKEN_MISMATCH = _register(
+    "PAO-AUTH-008",
+    403,
+    "Session token missing or invalid",
+    "Send the X-Amz-Security-Token that belongs to these temporary credentials.",
+)
+AUTH_UNTRUSTED_FORWARD = _register(
+    "PAO-AUTH-009",
+    401,
+    "Forwarded identity missing or not trusted",
+    "Call PAO through the configured AWS API Gateway, which forwards the caller identity.",
+)
+FORBIDDEN = _register(
+    "PAO-AUTH-010",
+    403,
+    "Not allowed",
+    "Ask an admin or a member of the owning team to act, or to grant access.",
+)
+
+# SYS: the platform itself.
+INTERNAL = _register(
+    "PAO-SYS-001",
+    500,
+    "Internal error",
+    "Retry later; if it persists, report the correlation id to the platform team.",
+)
+DEPENDENCY_UNAVAILABLE = _register(
+    "PAO-SYS-002",
+    503,
+    "A dependency is unavailable",
+    "Retry later; `devctl health ready` shows which component is down.",
+)
+
+# STORE: the event store.
+CONCURRENCY_CONFLICT = _register(
+    "PAO-STORE-001",
+    409,
+    "Concurrent modification",
+    "Someone changed this at the same time; read it again and retry.",
+)
+
+# CLI: failures the client detects itself.
+GATEWAY_UNREACHABLE = _register(
+    "PAO-CLI-001",
+    0,
+    "PAO gateway unreachable",
+    "Check --endpoint (or PAO_ENDPOINT) and that PAO runs (`make up` starts it locally).",
+)
+NO_CREDENTIALS = _register(
+    "PAO-CLI-002",
+    0,
+    "No credentials to sign with",
+    "Run `pao up` (writes a local profile), pass --profile, or configure AWS credentials.",
+)
+BAD_RESPONSE = _register(
+    "PAO-CLI-003",
+    0,
+    "Unexpected response from the gateway",
+    "Check that --endpoint points at a PAO gateway; rerun with --verbose for details.",
+)
+
+
+def lookup(code: str) -> ErrorCode:
+    """The registered entry for a code; unknown codes map to the internal error."""
+    return REGISTRY.get(code, INTERNAL)
+
+
+class ErrorDetail(BaseModel):
+    """One problem: the field at fault (a JSON pointer or name) and what is wrong with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str | None = None
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of the error envelope."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+    suggestion: str
+    correlation_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """`{"error": {...}}`: what every failing API call returns."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: ErrorBody
+
+
+class PaoError(Exception):
+    """An error with a registered code; the gateway turns it into the error envelope."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str | None = None,
+        *,
+        details: list[ErrorDetail] | None = None,
+        suggestion: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message or code.title
+        self.details = details or []
+        self.suggestion = suggestion or code.suggestion
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(f"{code.code}: {self.message}")
+
+    def body(self, correlation_id: str | None) -> ErrorResponse:
+        """The error envelope for this error."""
+        return ErrorResponse(
+            error=ErrorBody(
+                code=self.code.code,
+                message=self.message,
+                details=self.details,
+                suggestion=self.suggestion,
+                correlation_id=correlation_id,
+            )
+        )

@@ -1,0 +1,148 @@
+"""Gateway middlewares: correlation id, error envelope, SigV4 authentication, access log."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from pao.contracts import errors
+from pao.contracts.errors import ErrorDetail, PaoError
+from pao.gateway.resources import CORRELATION_ID, IDENTITY, KEYS, SETTINGS
+from pao.shared import sigv4
+from pao.shared.keystore import Identity
+
+log = structlog.get_logger("pao.gateway")
+
+#: Probes load balancers call without credentials.
+PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/api/v1/version"})
+
+_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def error_response(error: PaoError, correlation_id: str | None) -> web.Response:
+    """The error envelope as an HTTP response."""
+    response = web.json_response(
+        error.body(correlation_id).model_dump(mode="json", exclude_none=False),
+        status=error.code.http_status,
+        headers=error.headers,
+    )
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException, request: web.Request) -> PaoError:
+    if isinstance(exc, web.HTTPNotFound):
+        return PaoError(
+            errors.ROUTE_NOT_FOUND,
+            f"no endpoint at {request.path}",
+            details=[ErrorDetail(field="path", message=request.path)],
+        )
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return PaoError(
+            errors.METHOD_NOT_ALLOWED,
+            f"{request.method} is not allowed on {request.path}; allowed: {allowed}",
+            details=[ErrorDetail(field="method", message=request.method)],
+            headers={"Allow": allowed},
+        )
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        settings = request.app[SETTINGS]
+        return PaoError(
+            errors.BODY_TOO_LARGE,
+            f"the body exceeds {settings.max_body_bytes} bytes",
+            details=[ErrorDetail(field="body", message="too large")],
+        )
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return PaoError(errors.UNSUPPORTED_MEDIA_TYPE, exc.text or None)
+    code = errors.INTERNAL if exc.status >= 500 else errors.MALFORMED_BODY
+    return PaoError(code, exc.reason)
+
+
+@web.middleware
+async def correlation_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request a correlation id, log it, and turn every failure into the envelope."""
+    incoming = request.headers.get("X-Correlation-ID", "")
+    correlation_id = incoming if _CORRELATION_RE.match(incoming) else str(uuid.uuid4())
+    request[CORRELATION_ID] = correlation_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except PaoError as exc:
+        response = error_response(exc, correlation_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(_from_http_exception(exc, request), correlation_id)
+    except Exception:
+        log.exception("unhandled error", method=request.method, path=request.path)
+        response = error_response(PaoError(errors.INTERNAL), correlation_id)
+    response.headers["X-Correlation-ID"] = correlation_id
+    identity: Identity | None = request.get(IDENTITY)
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+        user=identity.user if identity else None,
+    )
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Verify the caller per the configured auth mode; probes stay public."""
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    if settings.auth_mode == "none":
+        request[IDENTITY] = Identity(user="anonymous", roles=("admin",))
+    elif settings.auth_mode == "apigateway":
+        request[IDENTITY] = _forwarded_identity(request)
+    else:
+        body = await request.read()
+        request[IDENTITY] = sigv4.verify(
+            sigv4.SignedRequest(
+                method=request.method,
+                host=request.host,
+                path_qs=request.raw_path,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+            ),
+            request.app[KEYS],
+            region=settings.region,
+        )
+    structlog.contextvars.bind_contextvars(user=request[IDENTITY].user)
+    return await handler(request)
+
+
+def _forwarded_identity(request: web.Request) -> Identity:
+    """The identity AWS API Gateway verified and forwarded, if the forward is authentic."""
+    settings = request.app[SETTINGS]
+    secret = request.headers.get(settings.apigateway_secret_header, "")
+    if not settings.apigateway_secret or not hmac.compare_digest(
+        secret, settings.apigateway_secret
+    ):
+        raise PaoError(
+            errors.AUTH_UNTRUSTED_FORWARD,
+            "the request did not come through the configured API Gateway",
+        )
+    arn = request.headers.get(settings.apigateway_identity_header)
+    if not arn:
+        raise PaoError(
+            errors.AUTH_UNTRUSTED_FORWARD,
+            "no caller identity was forwarded",
+            details=[ErrorDetail(field=settings.apigateway_identity_header, message="missing")],
+        )
+    entry = request.app[KEYS].by_principal(arn)
+    if entry is not None:
+        return entry.identity()
+    # An unmapped principal is a plain requester named after its session or user name.
+    return Identity(user=arn.rsplit("/", 1)[-1])

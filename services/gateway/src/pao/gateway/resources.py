@@ -1,0 +1,30 @@
+"""What the gateway's handlers share, as typed application keys."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from pao.shared.keystore import KeyStore
+from pao.shared.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessCheck:
+    """A dependency readiness checks: `probe` returns a short detail, or raises when it is down."""
+
+    name: str
+    probe: Callable[[], Awaitable[str]]
+
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", KeyStore)
+POOL = web.AppKey("pool", asyncpg.Pool)
+READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
+
+#: Request-scoped values (aiohttp requests are keyed by strings).
+IDENTITY = "pao.identity"
+CORRELATION_ID = "pao.correlation_id"

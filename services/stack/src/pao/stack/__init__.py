@@ -1,0 +1,1 @@
+"""PAO operator commands."""

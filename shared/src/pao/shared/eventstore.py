@@ -1,0 +1,187 @@
+"""The append-only event store: a stream per aggregate, optimistic concurrency, global order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from pao.contracts.envelope import EventEnvelope, NewEvent
+
+#: Pass as `expected_version` to append without a concurrency check.
+ANY_VERSION: Final = -1
+
+_COLUMNS = (
+    "global_position, event_id, stream_id, stream_version, event_type, schema_version, "
+    "occurred_at, correlation_id, causation_id, actor, data"
+)
+
+# One statement appends a whole batch. The WHERE clause refuses an expected version the stream has
+# not reached (which would leave a hole); the unique (stream_id, stream_version) constraint refuses
+# one it has passed, including a concurrent appender that got there first.
+_APPEND_SQL = f"""
+INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
+                    occurred_at, correlation_id, causation_id, actor, data)
+SELECT e.event_id, $1, $2 + e.n, e.event_type, e.schema_version,
+       e.occurred_at, e.correlation_id, e.causation_id, e.actor, e.data::jsonb
+FROM unnest($3::uuid[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[],
+            $9::text[], $10::text[])
+     WITH ORDINALITY AS e(event_id, event_type, schema_version, occurred_at, correlation_id,
+                          causation_id, actor, data, n)
+WHERE $2 = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2)
+ORDER BY e.n
+RETURNING {_COLUMNS}
+"""
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer appended to the stream first; re-read it and decide again."""
+
+    def __init__(self, stream_id: str, expected_version: int) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        super().__init__(
+            f"stream {stream_id!r} is no longer at version {expected_version}: "
+            "another writer appended first"
+        )
+
+
+def envelope_from_row(row: asyncpg.Record) -> EventEnvelope:
+    """An envelope from a row of the events table."""
+    return EventEnvelope(
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        schema_version=row["schema_version"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        global_position=row["global_position"],
+        occurred_at=row["occurred_at"],
+        correlation_id=row["correlation_id"],
+        causation_id=row["causation_id"],
+        actor=row["actor"],
+        data=row["data"],
+    )
+
+
+class EventStore:
+    """Appends and reads events in PostgreSQL. Rows are never updated or deleted."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[EventEnvelope]:
+        """Append events after `expected_version` (0 for a new stream, ANY_VERSION for no check).
+
+        Pass `conn` to append inside the caller's transaction (for example a consumer recording
+        the event it handled); the append should then be the transaction's first write, so that
+        its transaction id orders it after everything it has read.
+        """
+        if not events:
+            return []
+        if conn is not None:
+            return await self._append(conn, stream_id, events, expected_version)
+        attempts = 5 if expected_version == ANY_VERSION else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._pool.acquire() as own, own.transaction():
+                    return await self._append(own, stream_id, events, expected_version)
+            except ConcurrencyConflict:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+    ) -> list[EventEnvelope]:
+        if expected_version == ANY_VERSION:
+            expected_version = await self._current_version(conn, stream_id)
+        columns: list[list[Any]] = [[] for _ in range(8)]
+        for e in events:
+            for column, value in zip(
+                columns,
+                (
+                    e.event_id,
+                    e.event_type,
+                    e.schema_version,
+                    e.occurred_at,
+                    e.correlation_id,
+                    e.causation_id,
+                    e.actor,
+                    json.dumps(e.data),
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        try:
+            rows = await conn.fetch(_APPEND_SQL, stream_id, expected_version, *columns)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "events_stream_version_unique":
+                raise ConcurrencyConflict(stream_id, expected_version) from exc
+            raise
+        if not rows:
+            raise ConcurrencyConflict(stream_id, expected_version)
+        return [envelope_from_row(r) for r in rows]
+
+    @staticmethod
+    async def _current_version(conn: asyncpg.Connection, stream_id: str) -> int:
+        version = await conn.fetchval(
+            "SELECT max(stream_version) FROM events WHERE stream_id = $1", stream_id
+        )
+        return int(version or 0)
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version; 0 when it has no events."""
+        async with self._pool.acquire() as conn:
+            return await self._current_version(conn, stream_id)
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, conn: asyncpg.Connection | None = None
+    ) -> list[EventEnvelope]:
+        """Every event of one stream from `from_version`, in version order."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 "
+            "ORDER BY stream_version"
+        )
+        if conn is not None:
+            rows = await conn.fetch(sql, stream_id, from_version)
+        else:
+            async with self._pool.acquire() as own:
+                rows = await own.fetch(sql, stream_id, from_version)
+        return [envelope_from_row(r) for r in rows]
+
+    async def read_all(self, *, after_position: int = 0, limit: int = 1_000) -> list[EventEnvelope]:
+        """Committed events after a global position, in position order (for rebuilds and audits).
+
+        Live followers use the relay's order instead: positions are taken when a row is inserted,
+        so a position can become visible after a higher one.
+        """
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE global_position > $1 "
+                "ORDER BY global_position LIMIT $2",
+                after_position,
+                limit,
+            )
+        return [envelope_from_row(r) for r in rows]
+
+    async def last_position(self) -> int:
+        """The highest committed global position, 0 for an empty store."""
+        async with self._pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT coalesce(max(global_position), 0) FROM events"))

@@ -1,0 +1,204 @@
+"""The relay: publishes every stored event to Kafka, in the store's commit-safe order.
+
+Why the order is (transaction_id, global_position) and not global_position alone: positions are
+taken at INSERT, so a transaction that inserted position 10 may commit after another one committed
+position 11. A reader that followed positions would pass 11, then never see 10. Instead the relay
+only reads rows whose transaction id is below the oldest transaction still running
+(`pg_snapshot_xmin`): no such transaction can commit anything new, so the set of rows below that
+horizon is final, and a checkpoint of (transaction_id, global_position) never skips one. A
+rolled-back transaction simply leaves the horizon when it ends, so it never stalls the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from pao.contracts.envelope import EventEnvelope
+from pao.contracts.topics import topic_for_stream
+from pao.shared.eventstore import envelope_from_row
+
+log = structlog.get_logger(__name__)
+
+_BATCH_SQL = """
+SELECT transaction_id::text AS txid, global_position, event_id, stream_id, stream_version,
+       event_type, schema_version, occurred_at, correlation_id, causation_id, actor, data
+FROM events
+WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, global_position
+LIMIT $3
+"""
+
+_SAVE_CHECKPOINT_SQL = """
+INSERT INTO relay_checkpoints (name, transaction_id, global_position, updated_at)
+VALUES ($1, $2::text::xid8, $3, now())
+ON CONFLICT (name) DO UPDATE
+SET transaction_id = EXCLUDED.transaction_id,
+    global_position = EXCLUDED.global_position,
+    updated_at = now()
+"""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Checkpoint:
+    """How far a relay has published, in relay order."""
+
+    transaction_id: int
+    global_position: int
+
+
+def encode_envelope(event: EventEnvelope) -> bytes:
+    """The Kafka record value: the envelope as JSON."""
+    return event.model_dump_json().encode()
+
+
+def record_headers(event: EventEnvelope) -> list[tuple[str, bytes]]:
+    """Kafka headers that let consumers route without parsing the value."""
+    headers = [
+        ("event_type", event.event_type.encode()),
+        ("event_id", str(event.event_id).encode()),
+        ("schema_version", str(event.schema_version).encode()),
+    ]
+    if event.correlation_id:
+        headers.append(("correlation_id", event.correlation_id.encode()))
+    return headers
+
+
+def decode_record_value(value: bytes) -> EventEnvelope:
+    """An envelope back from a Kafka record value."""
+    return EventEnvelope.model_validate(json.loads(value))
+
+
+class Relay:
+    """Publishes events from the store to `pao.<category>.events`, key = stream id.
+
+    At-least-once: the checkpoint is saved only after Kafka acknowledged the batch, so a crash in
+    between republishes it; consumers drop the duplicates (see `pao.shared.idempotency`). One relay
+    per name is active at a time, elected through a PostgreSQL advisory lock.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        name: str = "main",
+        batch_size: int = 2_000,
+        poll_interval: float = 0.01,
+        on_published: Callable[[list[EventEnvelope]], Awaitable[None]] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self.name = name
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._on_published = on_published
+        self.published = 0
+        self.checkpoint = Checkpoint(0, 0)
+
+    async def load_checkpoint(self) -> Checkpoint:
+        """Read this relay's checkpoint from PostgreSQL."""
+        row = await self._pool.fetchrow(
+            "SELECT transaction_id::text AS txid, global_position FROM relay_checkpoints "
+            "WHERE name = $1",
+            self.name,
+        )
+        self.checkpoint = (
+            Checkpoint(int(row["txid"]), row["global_position"]) if row else Checkpoint(0, 0)
+        )
+        return self.checkpoint
+
+    async def publish_batch(self) -> int:
+        """Publish the next batch, then save the checkpoint; return how many events went out."""
+        rows = await self._pool.fetch(
+            _BATCH_SQL,
+            str(self.checkpoint.transaction_id),
+            self.checkpoint.global_position,
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        events = [envelope_from_row(r) for r in rows]
+        sends = [
+            await self._producer.send(
+                topic_for_stream(e.stream_id),
+                value=encode_envelope(e),
+                key=e.stream_id.encode(),
+                headers=record_headers(e),
+            )
+            for e in events
+        ]
+        await asyncio.gather(*sends)
+        last = rows[-1]
+        checkpoint = Checkpoint(int(last["txid"]), last["global_position"])
+        await self._pool.execute(
+            _SAVE_CHECKPOINT_SQL,
+            self.name,
+            str(checkpoint.transaction_id),
+            checkpoint.global_position,
+        )
+        self.checkpoint = checkpoint
+        self.published += len(events)
+        if self._on_published is not None:
+            await self._on_published(events)
+        return len(events)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set; wait for leadership first, back off on broker errors."""
+        lock_key = zlib.crc32(f"pao.relay.{self.name}".encode())
+        async with self._pool.acquire() as leader_conn:
+            while not stop.is_set():
+                if await leader_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key):
+                    break
+                await _wait(stop, 1.0)
+            if stop.is_set():
+                return
+            try:
+                await self.load_checkpoint()
+                log.info("relay started", relay=self.name, checkpoint=self.checkpoint)
+                await self._loop(stop)
+            finally:
+                await leader_conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                published = await self.publish_batch()
+                backoff = 0.1
+            except Exception as exc:  # noqa: BLE001 - an outage must park the relay, not kill it
+                log.warning(
+                    "relay batch failed; retrying",
+                    relay=self.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=backoff,
+                )
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if published:
+                log.debug(
+                    "relay published",
+                    relay=self.name,
+                    events=published,
+                    ms=round((time.monotonic() - started) * 1000, 1),
+                )
+            if published < self._batch_size:
+                await _wait(stop, self._poll_interval)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,54 @@
+"""Settings for every PAO process, read from `PAO_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One place for configuration; each field maps to `PAO_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="PAO_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN; unset means `pao up` starts an embedded server."
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset means `pao up` starts tansu."
+    )
+    kafka_enable_idempotence: bool = Field(
+        default=True, description="Idempotent producer; on for Apache Kafka, off for tansu."
+    )
+    kafka_partitions: int = Field(default=3, ge=1, description="Partitions for topics PAO creates.")
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+
+    http_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024, description="Largest accepted body.")
+
+    data_dir: Path = Field(default=Path(".pao"), description="Local state of `pao up`.")
+
+    auth_mode: Literal["sigv4", "apigateway", "none"] = Field(default="sigv4")
+    region: str = Field(default="us-east-1", description="SigV4 region the gateway expects.")
+    keys_file: Path | None = Field(default=None, description="YAML key store for SigV4.")
+    clock_skew_seconds: int = Field(default=300, ge=1)
+    apigateway_identity_header: str = Field(default="x-pao-caller-arn")
+    apigateway_secret_header: str = Field(default="x-pao-apigateway-secret")
+    apigateway_secret: str | None = Field(
+        default=None, description="Value API Gateway adds to each request it forwards."
+    )
+
+    relay_batch_size: int = Field(default=2_000, ge=1)
+    relay_poll_interval_ms: int = Field(default=10, ge=1)
+
+    log_level: str = Field(default="info")
+    log_format: Literal["auto", "json", "console"] = Field(default="auto")
+
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=20, ge=1)

@@ -1,0 +1,108 @@
+"""Session fixtures: a real PostgreSQL database and a real Kafka-protocol broker.
+
+PostgreSQL: a fresh database on PAO_DATABASE_URL's server when set (CI uses the machine's), else
+an embedded server in a temporary directory. Kafka: PAO_KAFKA_BOOTSTRAP when set, else a tansu
+broker on a free loopback port. Everything started here is stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from pao.shared.database import create_pool, migrate
+from pao.shared.eventstore import EventStore
+from pao.shared.kafka import ensure_topics
+from pao.shared.settings import Settings
+from pao.contracts.topics import ALL_TOPICS
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _with_database(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A migrated, empty database that lives for the session."""
+    server_dsn = os.environ.get("PAO_DATABASE_URL")
+    embedded = None
+    if not server_dsn:
+        from pao.stack.postgres import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+        await embedded.start()
+        server_dsn = embedded.dsn("postgres")
+    name = f"pao_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(server_dsn, name)
+    try:
+        await migrate(dsn)
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A Kafka-protocol broker for the session."""
+    external = os.environ.get("PAO_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    from pao.stack.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("tansu"))
+    await broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        await broker.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
+    """Settings pointing at the session's database and broker, tuned for tansu."""
+    s = Settings(
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        kafka_enable_idempotence=False,
+        kafka_session_timeout_ms=6_000,
+        kafka_heartbeat_interval_ms=500,
+        http_port=0,
+        log_format="json",
+    )
+    await ensure_topics(s, ALL_TOPICS)
+    return s
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, min_size=2, max_size=40)
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def store(pool: asyncpg.Pool) -> EventStore:
+    return EventStore(pool)
+
+
+@pytest.fixture
+def stream_id() -> str:
+    """A stream of the request category nobody else writes to."""
+    return f"request-{uuid.uuid4().hex}"
