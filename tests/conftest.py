@@ -17,11 +17,12 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from pao.contracts.topics import ALL_TOPICS
 from pao.shared.database import create_pool, migrate
 from pao.shared.eventstore import EventStore
 from pao.shared.kafka import ensure_topics
+from pao.shared.keystore import KeyEntry, KeyStore
 from pao.shared.settings import Settings
-from pao.contracts.topics import ALL_TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -106,3 +107,53 @@ async def store(pool: asyncpg.Pool) -> EventStore:
 def stream_id() -> str:
     """A stream of the request category nobody else writes to."""
     return f"request-{uuid.uuid4().hex}"
+
+
+TEST_KEY_ID = "PAOTESTKEY0000000001"
+TEST_SECRET = "integration-secret"
+
+
+@pytest.fixture(scope="session")
+def keys() -> KeyStore:
+    """The gateway's key store in tests: one developer, one admin."""
+    return KeyStore(
+        [
+            KeyEntry(
+                access_key_id=TEST_KEY_ID,
+                secret_access_key=TEST_SECRET,
+                user="dana",
+                teams=("payments",),
+            ),
+            KeyEntry(
+                access_key_id="PAOADMINKEY000000001",
+                secret_access_key="admin-secret",
+                user="root-admin",
+                roles=("admin",),
+            ),
+        ]
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gateway(settings: Settings, keys: KeyStore, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """The gateway application on a free loopback port; yields its base URL."""
+    from aiohttp import web
+
+    from pao.gateway.app import create_app
+
+    runner = web.AppRunner(create_app(settings, keys=keys, pool=pool), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}"
+    await runner.cleanup()
+
+
+def signed_client(endpoint: str, key_id: str = TEST_KEY_ID, secret: str = TEST_SECRET):
+    """devctl's own client, signing with the given key."""
+    from botocore.credentials import ReadOnlyCredentials
+
+    from pao.devctl.client import PaoClient, Target
+
+    return PaoClient(Target(endpoint, "us-east-1", ReadOnlyCredentials(key_id, secret, None)))

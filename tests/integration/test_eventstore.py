@@ -34,7 +34,9 @@ async def test_appended_events_read_back_in_order_with_their_envelope(
     assert await store.stream_version(stream_id) == 3
 
 
-async def test_appending_at_a_stale_version_is_a_conflict(store: EventStore, stream_id: str) -> None:
+async def test_appending_at_a_stale_version_is_a_conflict(
+    store: EventStore, stream_id: str
+) -> None:
     await store.append(stream_id, [event()], 0)
     with pytest.raises(ConcurrencyConflict):
         await store.append(stream_id, [event()], 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -13,12 +12,10 @@ from pao.shared.settings import Settings
 
 
 class TopicReader:
-    """A consumer in its own group reading topics from the start, collecting records."""
+    """A group-less consumer reading every partition of the topics from the start."""
 
     def __init__(self, settings: Settings, *topics: str) -> None:
-        self._consumer: AIOKafkaConsumer = make_consumer(
-            settings, *topics, group_id=f"test-{uuid.uuid4().hex[:10]}"
-        )
+        self._consumer: AIOKafkaConsumer = make_consumer(settings, *topics, group_id=None)
         self.records: list[ConsumerRecord] = []
 
     async def __aenter__(self) -> TopicReader:

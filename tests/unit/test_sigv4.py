@@ -26,26 +26,45 @@ BODY = b'{"item_id": "eks-application", "inputs": {"name": "web"}}'
 def keys() -> KeyStore:
     return KeyStore(
         [
-            KeyEntry(access_key_id=KEY_ID, secret_access_key=SECRET, user="dana",
-                     teams=("payments",), roles=()),
-            KeyEntry(access_key_id="PAOTEMPKEY0000000001", secret_access_key="temp-secret",
-                     user="ci-bot", session_token="the-session-token"),
+            KeyEntry(
+                access_key_id=KEY_ID,
+                secret_access_key=SECRET,
+                user="dana",
+                teams=("payments",),
+                roles=(),
+            ),
+            KeyEntry(
+                access_key_id="PAOTEMPKEY0000000001",
+                secret_access_key="temp-secret",
+                user="ci-bot",
+                session_token="the-session-token",
+            ),
         ]
     )
 
 
 def signed(
-    *, key_id: str = KEY_ID, secret: str = SECRET, token: str | None = None,
-    region: str = "us-east-1", body: bytes = BODY, method: str = "POST", url: str = URL,
+    *,
+    key_id: str = KEY_ID,
+    secret: str = SECRET,
+    token: str | None = None,
+    region: str = "us-east-1",
+    body: bytes = BODY,
+    method: str = "POST",
+    url: str = URL,
 ) -> SignedRequest:
     target = Target("http://127.0.0.1:8080", region, ReadOnlyCredentials(key_id, secret, token))
     headers = sign(target, method, url, body, {"Content-Type": "application/json"})
     parts = urlsplit(url)
     lowered = {k.lower(): v for k, v in headers.items()}
     lowered["host"] = parts.netloc
-    return SignedRequest(method=method, host=parts.netloc,
-                         path_qs=parts.path + (f"?{parts.query}" if parts.query else ""),
-                         headers=lowered, body=body)
+    return SignedRequest(
+        method=method,
+        host=parts.netloc,
+        path_qs=parts.path + (f"?{parts.query}" if parts.query else ""),
+        headers=lowered,
+        body=body,
+    )
 
 
 def rejected(request: SignedRequest, keys: KeyStore, **kwargs: object) -> str:
@@ -78,14 +97,21 @@ def test_a_get_without_body_verifies(keys: KeyStore) -> None:
 
 def test_a_tampered_body_is_caught_by_the_signed_payload_hash(keys: KeyStore) -> None:
     request = signed()
-    tampered = SignedRequest(request.method, request.host, request.path_qs, request.headers,
-                             BODY.replace(b"web", b"evil"))
+    tampered = SignedRequest(
+        request.method,
+        request.host,
+        request.path_qs,
+        request.headers,
+        BODY.replace(b"web", b"evil"),
+    )
     assert rejected(tampered, keys) == errors.AUTH_PAYLOAD_MISMATCH.code
 
 
 def test_a_tampered_body_without_payload_hash_breaks_the_signature(keys: KeyStore) -> None:
     # Plain botocore signing, as any AWS SDK would do it: no X-Amz-Content-SHA256 header.
-    aws = AWSRequest(method="POST", url=URL, data=BODY, headers={"Content-Type": "application/json"})
+    aws = AWSRequest(
+        method="POST", url=URL, data=BODY, headers={"Content-Type": "application/json"}
+    )
     SigV4Auth(Credentials(KEY_ID, SECRET), "execute-api", "us-east-1").add_auth(aws)
     parts = urlsplit(URL)
     headers = {k.lower(): v for k, v in aws.headers.items()} | {"host": parts.netloc}
@@ -102,9 +128,13 @@ def test_a_tampered_signed_header_breaks_the_signature(keys: KeyStore) -> None:
 
 def test_a_tampered_query_string_breaks_the_signature(keys: KeyStore) -> None:
     request = signed()
-    moved = SignedRequest(request.method, request.host,
-                          request.path_qs.replace("failed", "completed"), request.headers,
-                          request.body)
+    moved = SignedRequest(
+        request.method,
+        request.host,
+        request.path_qs.replace("failed", "completed"),
+        request.headers,
+        request.body,
+    )
     assert rejected(moved, keys) == errors.AUTH_SIGNATURE_MISMATCH.code
 
 

@@ -145,6 +145,12 @@ def health_ready(ctx: typer.Context) -> None:
         raise typer.Exit(1)
 
 
+@app.command("whoami")
+def whoami(ctx: typer.Context) -> None:
+    """Show who the gateway sees calling: user, teams, roles. (GET /api/v1/auth/whoami)"""
+    emit(_call(ctx, "GET", "/auth/whoami"), _globals(ctx).output)
+
+
 @app.command("version")
 def version_cmd(ctx: typer.Context) -> None:
     """Show devctl's version and the server's. (GET /api/v1/version)"""

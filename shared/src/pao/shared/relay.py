@@ -103,6 +103,7 @@ class Relay:
         self._poll_interval = poll_interval
         self._on_published = on_published
         self.published = 0
+        self.polls = 0
         self.checkpoint = Checkpoint(0, 0)
 
     async def load_checkpoint(self) -> Checkpoint:
@@ -119,6 +120,7 @@ class Relay:
 
     async def publish_batch(self) -> int:
         """Publish the next batch, then save the checkpoint; return how many events went out."""
+        self.polls += 1
         rows = await self._pool.fetch(
             _BATCH_SQL,
             str(self.checkpoint.transaction_id),

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
         default=None, description="Value API Gateway adds to each request it forwards."
     )
 
+    relay_name: str = Field(default="main", description="Checkpoint and leader-lock name.")
     relay_batch_size: int = Field(default=2_000, ge=1)
     relay_poll_interval_ms: int = Field(default=10, ge=1)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import asyncpg
 from aiohttp import web
 
-from pao.gateway import health
+from pao.gateway import health, identity
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import KEYS, POOL, READINESS_CHECKS, SETTINGS, ReadinessCheck
 from pao.shared.kafka import broker_reachable
@@ -36,6 +36,7 @@ def create_app(
         else default_readiness_checks(settings, pool)
     )
     app.add_routes(health.routes)
+    app.add_routes(identity.routes)
     return app
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from pao.shared.keystore import KeyStore
+from pao.shared.keystore import Identity, KeyStore
 from pao.shared.settings import Settings
 
 
@@ -25,6 +25,5 @@ KEYS = web.AppKey("keys", KeyStore)
 POOL = web.AppKey("pool", asyncpg.Pool)
 READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
 
-#: Request-scoped values (aiohttp requests are keyed by strings).
-IDENTITY = "pao.identity"
-CORRELATION_ID = "pao.correlation_id"
+IDENTITY = web.RequestKey("identity", Identity)
+CORRELATION_ID = web.RequestKey("correlation_id", str)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import pwd
 import signal
 import subprocess
 import time
-import importlib.util
 from pathlib import Path
 
 import asyncpg

@@ -57,6 +57,7 @@ async def run_services(
             relay = Relay(
                 pool,
                 producer,
+                name=settings.relay_name,
                 batch_size=settings.relay_batch_size,
                 poll_interval=settings.relay_poll_interval_ms / 1000,
             )
