@@ -20,10 +20,13 @@ class CliError(Exception):
     def one_line(self) -> str:
         parts = [f"error {self.code}: {self.message.rstrip('.')}."]
         for detail in self.details[:5]:
+            message = str(detail.get("message", "")).rstrip(".")
+            if not message or message == self.message.rstrip("."):
+                continue
             where = detail.get("field")
-            parts.append(
-                f"[{where}] {detail.get('message')}" if where else str(detail.get("message"))
-            )
+            parts.append(f"[{where}] {message}." if where else f"{message}.")
+        if len(self.details) > 5:
+            parts.append(f"(+{len(self.details) - 5} more)")
         if self.suggestion:
             parts.append(self.suggestion.rstrip(".") + ".")
         if self.correlation_id:

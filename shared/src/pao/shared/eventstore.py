@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
@@ -21,7 +21,7 @@ _COLUMNS = (
 # One statement appends a whole batch. The WHERE clause refuses an expected version the stream has
 # not reached (which would leave a hole); the unique (stream_id, stream_version) constraint refuses
 # one it has passed, including a concurrent appender that got there first.
-_APPEND_SQL = f"""
+_APPEND_SQL = """
 INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
                     occurred_at, correlation_id, causation_id, actor, data)
 SELECT e.event_id, $1, $2 + e.n, e.event_type, e.schema_version,
@@ -32,7 +32,16 @@ FROM unnest($3::uuid[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8
                           causation_id, actor, data, n)
 WHERE $2 = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2)
 ORDER BY e.n
-RETURNING {_COLUMNS}
+RETURNING global_position, stream_version
+"""
+
+# The same for the common case of one event, without the cost of unnest.
+_APPEND_ONE_SQL = """
+INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
+                    occurred_at, correlation_id, causation_id, actor, data)
+SELECT $3, $1, $2 + 1, $4, $5, $6, $7, $8, $9, $10::text::jsonb
+WHERE $2 = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2)
+RETURNING global_position, stream_version
 """
 
 
@@ -49,8 +58,8 @@ class ConcurrencyConflict(Exception):
 
 
 def envelope_from_row(row: asyncpg.Record) -> EventEnvelope:
-    """An envelope from a row of the events table."""
-    return EventEnvelope(
+    """An envelope from a row of the events table (already validated when it was written)."""
+    return EventEnvelope.model_construct(
         event_id=row["event_id"],
         event_type=row["event_type"],
         schema_version=row["schema_version"],
@@ -93,7 +102,11 @@ class EventStore:
             return []
         if conn is not None:
             return await self._append(conn, stream_id, events, expected_version)
-        attempts = 5 if expected_version == ANY_VERSION else 1
+        if expected_version != ANY_VERSION:
+            # One INSERT statement is atomic on its own: no BEGIN/COMMIT round trips needed.
+            async with self._pool.acquire() as own:
+                return await self._append(own, stream_id, events, expected_version)
+        attempts = 5
         for attempt in range(1, attempts + 1):
             try:
                 async with self._pool.acquire() as own, own.transaction():
@@ -112,32 +125,47 @@ class EventStore:
     ) -> list[EventEnvelope]:
         if expected_version == ANY_VERSION:
             expected_version = await self._current_version(conn, stream_id)
-        columns: list[list[Any]] = [[] for _ in range(8)]
-        for e in events:
-            for column, value in zip(
-                columns,
-                (
-                    e.event_id,
-                    e.event_type,
-                    e.schema_version,
-                    e.occurred_at,
-                    e.correlation_id,
-                    e.causation_id,
-                    e.actor,
-                    json.dumps(e.data),
-                ),
-                strict=True,
-            ):
-                column.append(value)
+        values = [
+            (
+                e.event_id,
+                e.event_type,
+                e.schema_version,
+                e.occurred_at,
+                e.correlation_id,
+                e.causation_id,
+                e.actor,
+                json.dumps(e.data),
+            )
+            for e in events
+        ]
+        if len(values) == 1:
+            sql, args = _APPEND_ONE_SQL, values[0]
+        else:
+            sql, args = _APPEND_SQL, tuple(list(column) for column in zip(*values, strict=True))
         try:
-            rows = await conn.fetch(_APPEND_SQL, stream_id, expected_version, *columns)
+            rows = await conn.fetch(sql, stream_id, expected_version, *args)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_version_unique":
                 raise ConcurrencyConflict(stream_id, expected_version) from exc
             raise
         if not rows:
             raise ConcurrencyConflict(stream_id, expected_version)
-        return [envelope_from_row(r) for r in rows]
+        return [
+            EventEnvelope.model_construct(
+                event_id=e.event_id,
+                event_type=e.event_type,
+                schema_version=e.schema_version,
+                stream_id=stream_id,
+                stream_version=row["stream_version"],
+                global_position=row["global_position"],
+                occurred_at=e.occurred_at,
+                correlation_id=e.correlation_id,
+                causation_id=e.causation_id,
+                actor=e.actor,
+                data=e.data,
+            )
+            for e, row in zip(events, rows, strict=True)
+        ]
 
     @staticmethod
     async def _current_version(conn: asyncpg.Connection, stream_id: str) -> int:

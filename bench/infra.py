@@ -1,0 +1,71 @@
+"""What every benchmark needs: a fresh database and a broker, started and stopped by the run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from pao.shared.database import migrate
+
+
+@contextlib.asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """A migrated database on PAO_DATABASE_URL's server, else on an embedded server."""
+    server = os.environ.get("PAO_DATABASE_URL")
+    embedded = None
+    tmp = None
+    if not server:
+        from pao.stack.postgres import EmbeddedPostgres
+
+        tmp = tempfile.TemporaryDirectory(prefix="pao-bench-")
+        embedded = EmbeddedPostgres(Path(tmp.name) / "pg")
+        await embedded.start()
+        server = embedded.dsn("postgres")
+    name = f"pao_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = server.rpartition("/")[0] + f"/{name}"
+    try:
+        await migrate(dsn)
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        if embedded is not None:
+            await embedded.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def broker() -> AsyncIterator[str]:
+    """PAO_KAFKA_BOOTSTRAP, else a tansu broker on a free port."""
+    external = os.environ.get("PAO_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    from pao.stack.broker import EmbeddedBroker
+
+    with tempfile.TemporaryDirectory(prefix="pao-bench-") as tmp:
+        b = EmbeddedBroker(Path(tmp))
+        await b.start()
+        try:
+            yield b.bootstrap
+        finally:
+            await b.stop()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The pct-th percentile (0-100) of values."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(pct * 10) - 1]

@@ -1,0 +1,13 @@
+"""Run every benchmark in turn and print its figures (see the README's benchmark section)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ("append.py", "relay.py", "coldstart.py"):
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=True)
