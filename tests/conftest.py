@@ -93,7 +93,7 @@ async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(database_url, min_size=2, max_size=40)
+    p = await create_pool(database_url, min_size=2, max_size=40, application_name="pao-tests")
     yield p
     await p.close()
 

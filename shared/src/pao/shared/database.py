@@ -25,10 +25,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    """A connection pool with JSON codecs installed."""
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, application_name: str = "pao"
+) -> asyncpg.Pool:
+    """A connection pool with JSON codecs installed, named in pg_stat_activity."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+        server_settings={"application_name": application_name},
     )
     assert pool is not None
     return pool

@@ -44,7 +44,10 @@ async def run_services(
     if not settings.database_url:
         raise RuntimeError("PAO_DATABASE_URL is not set")
     pool = await create_pool(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        application_name="pao-" + "+".join(names),
     )
     running = Running()
     tasks: list[asyncio.Task[None]] = []
