@@ -157,3 +157,36 @@ def signed_client(endpoint: str, key_id: str = TEST_KEY_ID, secret: str = TEST_S
     from pao.devctl.client import PaoClient, Target
 
     return PaoClient(Target(endpoint, "us-east-1", ReadOnlyCredentials(key_id, secret, None)))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A moto server on a free loopback port: AWS APIs (STS, SSM) spoken over real HTTP."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from pao.stack.ports import free_port
+
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()  # noqa: S310
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
