@@ -160,7 +160,7 @@ def signed_client(endpoint: str, key_id: str = TEST_KEY_ID, secret: str = TEST_S
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
     """A moto server on a free loopback port: AWS APIs (STS, SSM) spoken over real HTTP."""
     import subprocess
     import time
