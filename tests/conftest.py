@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from pao.catalog.bootstrap import CatalogParts
 from pao.contracts.topics import ALL_TOPICS
 from pao.shared.database import create_pool, migrate
 from pao.shared.eventstore import EventStore
@@ -134,14 +135,29 @@ def keys() -> KeyStore:
     )
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def catalog_parts(store: EventStore) -> CatalogParts:
+    """The repository's catalog, loaded into the session's store."""
+    from pao.catalog.refresh import refresh_catalog
+    from pao.catalog.sources import DirectorySource
+
+    parts = CatalogParts(source=DirectorySource(REPO / "catalog"), store=store)
+    await parts.view.catch_up(store)
+    await refresh_catalog(source=parts.source, store=store, view=parts.view)
+    return parts
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def gateway(settings: Settings, keys: KeyStore, pool: asyncpg.Pool) -> AsyncIterator[str]:
+async def gateway(
+    settings: Settings, keys: KeyStore, pool: asyncpg.Pool, catalog_parts: CatalogParts
+) -> AsyncIterator[str]:
     """The gateway application on a free loopback port; yields its base URL."""
     from aiohttp import web
 
     from pao.gateway.app import create_app
 
-    runner = web.AppRunner(create_app(settings, keys=keys, pool=pool), handle_signals=False)
+    app = create_app(settings, keys=keys, pool=pool, catalog_parts=catalog_parts)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

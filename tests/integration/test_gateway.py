@@ -13,6 +13,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from conftest import signed_client
+from pao.catalog.bootstrap import CatalogParts
 from pao.devctl.errors import CliError
 from pao.gateway.app import create_app
 from pao.shared.keystore import KeyStore
@@ -46,14 +47,24 @@ async def test_probes_answer_without_credentials(gateway: str, http: aiohttp.Cli
         body = await r.json()
         assert r.status == 200, body
         assert body["status"] == "ready"
-        assert {c["name"]: c["ok"] for c in body["checks"]} == {"database": True, "broker": True}
+        assert {c["name"]: c["ok"] for c in body["checks"]} == {
+            "database": True,
+            "broker": True,
+            "catalog": True,
+        }
 
 
 async def test_readiness_names_the_part_that_is_down(
-    settings: Settings, keys: KeyStore, pool: asyncpg.Pool, http: aiohttp.ClientSession
+    settings: Settings,
+    keys: KeyStore,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    catalog_parts: CatalogParts,
 ) -> None:
     dead_broker = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
-    runner, url = await serve(create_app(dead_broker, keys=keys, pool=pool))
+    runner, url = await serve(
+        create_app(dead_broker, keys=keys, pool=pool, catalog_parts=catalog_parts)
+    )
     try:
         async with http.get(f"{url}/api/v1/health/ready") as r:
             body = await r.json()
@@ -134,9 +145,18 @@ async def test_an_oversized_body_gets_a_413_envelope(
 
 
 async def test_an_unexpected_failure_is_a_500_envelope_without_internals(
-    settings: Settings, keys: KeyStore, pool: asyncpg.Pool, http: aiohttp.ClientSession
+    settings: Settings,
+    keys: KeyStore,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    catalog_parts: CatalogParts,
 ) -> None:
-    app = create_app(settings.model_copy(update={"auth_mode": "none"}), keys=keys, pool=pool)
+    app = create_app(
+        settings.model_copy(update={"auth_mode": "none"}),
+        keys=keys,
+        pool=pool,
+        catalog_parts=catalog_parts,
+    )
 
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("secret internal detail")
@@ -166,12 +186,18 @@ async def test_a_correlation_id_is_echoed_or_generated(
 
 
 async def test_behind_api_gateway_the_forwarded_identity_is_trusted_only_with_the_secret(
-    settings: Settings, keys: KeyStore, pool: asyncpg.Pool, http: aiohttp.ClientSession
+    settings: Settings,
+    keys: KeyStore,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    catalog_parts: CatalogParts,
 ) -> None:
     forwarded = settings.model_copy(
         update={"auth_mode": "apigateway", "apigateway_secret": "shared-with-apigw"}
     )
-    runner, url = await serve(create_app(forwarded, keys=keys, pool=pool))
+    runner, url = await serve(
+        create_app(forwarded, keys=keys, pool=pool, catalog_parts=catalog_parts)
+    )
     arn = "arn:aws:sts::123456789012:assumed-role/developers/erin"
     try:
         async with http.get(

@@ -152,15 +152,20 @@ class PaoClient:
         path: str,
         *,
         body: Any = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
         params: dict[str, Any] | None = None,
         ok_statuses: tuple[int, ...] = (),
     ) -> Any:
-        """Send one signed call; a non-2xx answer (unless listed in ok_statuses) raises CliError."""
+        """Send one signed call; a non-2xx answer (unless listed in ok_statuses) raises CliError.
+
+        `body` is sent as JSON; `raw` as is, with `content_type`.
+        """
         url = httpx.URL(f"{self.target.endpoint}/api/v1{path}", params=params)
-        payload = b"" if body is None else json.dumps(body).encode()
+        payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         headers = {"Accept": "application/json", "X-Correlation-ID": str(uuid.uuid4())}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
+        if body is not None or raw is not None:
+            headers["Content-Type"] = content_type
         headers = sign(self.target, method, str(url), payload, headers)
         if self.verbose:
             print(f"> {method} {url}", flush=True)  # noqa: T201

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from pao.devctl.client import PaoClient, resolve_target
+from pao.devctl import catalog, templates, validate
+from pao.devctl.context import Globals, call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.output import OutputFormat, emit, err_console
 
@@ -25,25 +25,9 @@ health_app = typer.Typer(
     help="Check that PAO is up and its dependencies answer.", no_args_is_help=True
 )
 app.add_typer(health_app, name="health")
-
-
-@dataclass
-class Globals:
-    endpoint: str | None
-    profile: str | None
-    region: str | None
-    role_arn: str | None
-    output: OutputFormat
-    verbose: bool
-
-    def client(self) -> PaoClient:
-        target = resolve_target(
-            endpoint=self.endpoint,
-            profile_name=self.profile,
-            region=self.region,
-            role_arn=self.role_arn,
-        )
-        return PaoClient(target, verbose=self.verbose)
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(validate.app, name="validate")
+app.add_typer(templates.app, name="test")
 
 
 def client_version() -> str:
@@ -103,31 +87,18 @@ def main_options(
     ctx.obj = Globals(endpoint, profile, region, role_arn, output, verbose)
 
 
-def _globals(ctx: typer.Context) -> Globals:
-    assert isinstance(ctx.obj, Globals)
-    return ctx.obj
-
-
-def _call(ctx: typer.Context, method: str, path: str, **kwargs: Any) -> Any:
-    client = _globals(ctx).client()
-    try:
-        return client.request(method, path, **kwargs)
-    finally:
-        client.close()
-
-
 @health_app.command("check")
 def health_check(ctx: typer.Context) -> None:
     """Is the gateway up? (GET /api/v1/health)"""
-    data = _call(ctx, "GET", "/health")
-    emit(data, _globals(ctx).output)
+    data = call(ctx, "GET", "/health")
+    emit(data, globals_of(ctx).output)
 
 
 @health_app.command("ready")
 def health_ready(ctx: typer.Context) -> None:
     """Do the database and broker answer? Exits 1 when a part is down. (GET /health/ready)"""
-    g = _globals(ctx)
-    data = _call(ctx, "GET", "/health/ready", ok_statuses=(503,))
+    g = globals_of(ctx)
+    data = call(ctx, "GET", "/health/ready", ok_statuses=(503,))
     checks = data.get("checks", [])
     if g.output is OutputFormat.table:
         emit(
@@ -148,15 +119,15 @@ def health_ready(ctx: typer.Context) -> None:
 @app.command("whoami")
 def whoami(ctx: typer.Context) -> None:
     """Show who the gateway sees calling: user, teams, roles. (GET /api/v1/auth/whoami)"""
-    emit(_call(ctx, "GET", "/auth/whoami"), _globals(ctx).output)
+    emit(call(ctx, "GET", "/auth/whoami"), globals_of(ctx).output)
 
 
 @app.command("version")
 def version_cmd(ctx: typer.Context) -> None:
     """Show devctl's version and the server's. (GET /api/v1/version)"""
-    g = _globals(ctx)
+    g = globals_of(ctx)
     client_info = {"version": client_version(), "python": platform.python_version()}
-    server = _call(ctx, "GET", "/version")
+    server = call(ctx, "GET", "/version")
     data = {"client": client_info, "server": server}
     if g.output is OutputFormat.table:
         emit(
@@ -175,7 +146,8 @@ def version_cmd(ctx: typer.Context) -> None:
 def main() -> None:
     """Entry point: run the app; a CliError becomes one line on stderr and a non-zero exit."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the exit code instead of exiting.
+        code = app(standalone_mode=False)
     except CliError as exc:
         err_console.print(
             exc.one_line(), style="red", markup=False, highlight=False, soft_wrap=True
@@ -189,9 +161,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a usage error from click
             exc.show()
             sys.exit(exc.exit_code)
         err_console.print(
@@ -201,3 +171,4 @@ def main() -> None:
             markup=False,
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

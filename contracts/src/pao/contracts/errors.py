@@ -158,6 +158,70 @@ CONCURRENCY_CONFLICT = _register(
     "Someone changed this at the same time; read it again and retry.",
 )
 
+# CAT: the catalog.
+ITEM_NOT_FOUND = _register(
+    "PAO-CAT-001",
+    404,
+    "No such catalog item",
+    "List the catalog with `devctl catalog list`.",
+)
+CATALOG_INVALID = _register(
+    "PAO-CAT-002",
+    422,
+    "The catalog source has problems; the last good catalog stays served",
+    "Fix the files listed in details (`catalog/scripts/validate-all.sh` finds them offline).",
+)
+CATALOG_SOURCE_UNAVAILABLE = _register(
+    "PAO-CAT-003",
+    502,
+    "The catalog source could not be read",
+    "Check the catalog repository URL, ref and credentials, then refresh again.",
+)
+CATALOG_NOT_LOADED = _register(
+    "PAO-CAT-004",
+    503,
+    "No catalog is loaded yet",
+    "Refresh the catalog (`devctl catalog refresh`) once its source is valid.",
+)
+WEBHOOK_SIGNATURE_INVALID = _register(
+    "PAO-CAT-005",
+    401,
+    "Webhook signature missing or invalid",
+    "Configure the same secret in GitHub and in PAO_GITHUB_WEBHOOK_SECRET.",
+)
+WEBHOOK_NOT_CONFIGURED = _register(
+    "PAO-CAT-006",
+    404,
+    "GitHub webhook not configured",
+    "Set PAO_GITHUB_WEBHOOK_SECRET to accept GitHub webhooks.",
+)
+INVALID_QUERY = _register(
+    "PAO-API-008",
+    422,
+    "Invalid query parameter",
+    "Fix the parameter named in details.",
+)
+
+# VAL: validating items, requests and templates.
+INVALID_ITEM_FILE = _register(
+    "PAO-VAL-001",
+    422,
+    "Not a valid catalog item",
+    "Run `devctl validate catalog-item FILE` to see every problem.",
+)
+NO_SUCH_EXAMPLE = _register(
+    "PAO-VAL-002",
+    422,
+    "The form has no such example",
+    "Pass an existing example or --inputs FILE.",
+)
+RENDER_FAILED = _register(
+    "PAO-VAL-003",
+    422,
+    "A template could not be rendered",
+    "Check the inputs against the form, and the template named in details.",
+)
+
 # CLI: failures the client detects itself.
 GATEWAY_UNREACHABLE = _register(
     "PAO-CLI-001",

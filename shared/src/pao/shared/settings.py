@@ -44,6 +44,16 @@ class Settings(BaseSettings):
         default=None, description="Value API Gateway adds to each request it forwards."
     )
 
+    catalog_dir: Path = Field(default=Path("catalog"), description="Local catalog directory.")
+    catalog_git_url: str | None = Field(default=None, description="Git catalog; overrides the dir.")
+    catalog_git_ref: str = Field(default="main", description="Branch or tag of the git catalog.")
+    catalog_git_path: str = Field(default="", description="Catalog folder within the repository.")
+    catalog_git_token: str | None = Field(
+        default=None, description="HTTPS token for the git catalog."
+    )
+    catalog_refresh_on_start: bool = Field(default=True)
+    github_webhook_secret: str | None = Field(default=None, description="Shared webhook secret.")
+
     relay_name: str = Field(default="main", description="Checkpoint and leader-lock name.")
     relay_batch_size: int = Field(default=2_000, ge=1)
     relay_poll_interval_ms: int = Field(default=10, ge=1)

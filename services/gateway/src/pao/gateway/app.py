@@ -7,9 +7,17 @@ from collections.abc import Iterable
 import asyncpg
 from aiohttp import web
 
-from pao.gateway import health, identity
+from pao.catalog.bootstrap import CatalogParts
+from pao.gateway import catalog, health, identity, validation, webhooks
 from pao.gateway.middleware import authenticate, correlation_and_errors
-from pao.gateway.resources import KEYS, POOL, READINESS_CHECKS, SETTINGS, ReadinessCheck
+from pao.gateway.resources import (
+    CATALOG,
+    KEYS,
+    POOL,
+    READINESS_CHECKS,
+    SETTINGS,
+    ReadinessCheck,
+)
 from pao.shared.kafka import broker_reachable
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
@@ -20,6 +28,7 @@ def create_app(
     *,
     keys: KeyStore,
     pool: asyncpg.Pool,
+    catalog_parts: CatalogParts,
     readiness_checks: Iterable[ReadinessCheck] | None = None,
 ) -> web.Application:
     """The aiohttp application; tests call this with their own parts."""
@@ -30,18 +39,21 @@ def create_app(
     app[SETTINGS] = settings
     app[KEYS] = keys
     app[POOL] = pool
+    app[CATALOG] = catalog_parts
     app[READINESS_CHECKS] = (
         list(readiness_checks)
         if readiness_checks is not None
-        else default_readiness_checks(settings, pool)
+        else default_readiness_checks(settings, pool, catalog_parts)
     )
-    app.add_routes(health.routes)
-    app.add_routes(identity.routes)
+    for module in (health, identity, catalog, validation, webhooks):
+        app.add_routes(module.routes)
     return app
 
 
-def default_readiness_checks(settings: Settings, pool: asyncpg.Pool) -> list[ReadinessCheck]:
-    """The database and the broker."""
+def default_readiness_checks(
+    settings: Settings, pool: asyncpg.Pool, catalog_parts: CatalogParts
+) -> list[ReadinessCheck]:
+    """The database, the broker and a loaded catalog."""
 
     async def database() -> str:
         await pool.fetchval("SELECT 1")
@@ -53,4 +65,19 @@ def default_readiness_checks(settings: Settings, pool: asyncpg.Pool) -> list[Rea
             raise ConnectionError(detail)
         return f"metadata answered ({detail})"
 
-    return [ReadinessCheck("database", database), ReadinessCheck("broker", broker)]
+    async def catalog_loaded() -> str:
+        view = catalog_parts.view
+        if view.version is None:
+            last = view.last_refresh
+            reason = f"; last refresh {last.status} ({last.problems} problems)" if last else ""
+            raise LookupError(f"no catalog loaded from {catalog_parts.source.describe()}{reason}")
+        detail = f"version {view.version}, {len(view.items)} items"
+        if view.last_refresh and view.last_refresh.status == "failed":
+            detail += f" (last refresh failed with {view.last_refresh.problems} problems)"
+        return detail
+
+    return [
+        ReadinessCheck("database", database),
+        ReadinessCheck("broker", broker),
+        ReadinessCheck("catalog", catalog_loaded),
+    ]

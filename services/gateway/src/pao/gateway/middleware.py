@@ -21,6 +21,8 @@ log = structlog.get_logger("pao.gateway")
 
 #: Probes load balancers call without credentials.
 PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/api/v1/version"})
+#: Paths that carry their own authentication (GitHub's HMAC signature).
+SELF_AUTHENTICATED_PATHS = frozenset({"/api/v1/webhooks/github"})
 
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -99,7 +101,7 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Verify the caller per the configured auth mode; probes stay public."""
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED_PATHS:
         return await handler(request)
     settings = request.app[SETTINGS]
     if settings.auth_mode == "none":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from pao.catalog.bootstrap import CatalogParts
 from pao.shared.keystore import Identity, KeyStore
 from pao.shared.settings import Settings
 
@@ -24,6 +25,7 @@ SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("keys", KeyStore)
 POOL = web.AppKey("pool", asyncpg.Pool)
 READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
+CATALOG = web.AppKey("catalog", CatalogParts)
 
 IDENTITY = web.RequestKey("identity", Identity)
 CORRELATION_ID = web.RequestKey("correlation_id", str)

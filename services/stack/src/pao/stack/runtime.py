@@ -10,8 +10,13 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
+from pao.catalog.bootstrap import CatalogParts, source_from_settings
+from pao.catalog.follower import follow_catalog
+from pao.catalog.refresh import refresh_catalog
+from pao.catalog.sources import SourceError
 from pao.gateway.app import create_app
 from pao.shared.database import create_pool
+from pao.shared.eventstore import EventStore
 from pao.shared.kafka import make_producer
 from pao.shared.keystore import KeyStore
 from pao.shared.relay import Relay
@@ -71,7 +76,9 @@ async def run_services(
             tasks.append(asyncio.create_task(relay.run(stop), name="relay"))
             running.services.append("relay")
         if "gateway" in names:
-            app = create_app(settings, keys=keys, pool=pool)
+            parts = CatalogParts(source=source_from_settings(settings), store=EventStore(pool))
+            await start_catalog(settings, parts, stop, tasks)
+            app = create_app(settings, keys=keys, pool=pool, catalog_parts=parts)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
@@ -92,6 +99,31 @@ async def run_services(
             with contextlib.suppress(Exception):
                 await cleanup()
         await pool.close()
+
+
+async def start_catalog(
+    settings: Settings, parts: CatalogParts, stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+) -> None:
+    """Load the served catalog from the store, refresh it from its source, then follow it."""
+    await parts.view.catch_up(parts.store)
+    if settings.catalog_refresh_on_start:
+        try:
+            result = await refresh_catalog(
+                source=parts.source, store=parts.store, view=parts.view, actor="pao"
+            )
+            log.info(
+                "catalog loaded",
+                status=result.status,
+                version=result.catalog_version,
+                problems=len(result.problems),
+            )
+        except SourceError as exc:
+            log.error("catalog source unavailable; serving the stored catalog", error=str(exc))
+    tasks.append(
+        asyncio.create_task(
+            follow_catalog(settings, parts.store, parts.view, stop), name="catalog-follower"
+        )
+    )
 
 
 async def _until_stopped_or_failed(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

@@ -1,0 +1,48 @@
+"""What every devctl command shares: the global options and a way to call the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+
+from pao.devctl.client import PaoClient, resolve_target
+from pao.devctl.output import OutputFormat
+
+
+@dataclass
+class Globals:
+    """The global options, resolved."""
+
+    endpoint: str | None
+    profile: str | None
+    region: str | None
+    role_arn: str | None
+    output: OutputFormat
+    verbose: bool
+
+    def client(self) -> PaoClient:
+        target = resolve_target(
+            endpoint=self.endpoint,
+            profile_name=self.profile,
+            region=self.region,
+            role_arn=self.role_arn,
+        )
+        return PaoClient(target, verbose=self.verbose)
+
+
+def globals_of(ctx: typer.Context) -> Globals:
+    """The global options of this invocation."""
+    root = ctx.find_root()
+    assert isinstance(root.obj, Globals)
+    return root.obj
+
+
+def call(ctx: typer.Context, method: str, path: str, **kwargs: Any) -> Any:
+    """One API call with the invocation's endpoint and credentials."""
+    client = globals_of(ctx).client()
+    try:
+        return client.request(method, path, **kwargs)
+    finally:
+        client.close()

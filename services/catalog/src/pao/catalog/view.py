@@ -1,0 +1,111 @@
+"""The catalog as served: an in-memory read model folded from the `catalog` stream."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pao.contracts import events as ev
+from pao.contracts.catalog import CatalogItemSummary, summary_of
+from pao.contracts.envelope import EventEnvelope
+from pao.shared.eventstore import EventStore
+
+STREAM = "catalog"
+
+
+@dataclass
+class LastRefresh:
+    """How the most recent refresh ended."""
+
+    status: str
+    at: datetime
+    source: str
+    revision: str | None
+    problems: int = 0
+
+
+@dataclass
+class CatalogView:
+    """Items and bundles by id, the catalog version, and how far the stream has been read."""
+
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    version: str | None = None
+    stream_version: int = 0
+    last_refresh: LastRefresh | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    def apply(self, envelope: EventEnvelope) -> None:
+        """Fold one catalog event (in stream order)."""
+        if envelope.stream_version <= self.stream_version:
+            return
+        event = ev.decode(envelope)
+        match event:
+            case ev.CatalogItemPublished() | ev.CatalogItemUpdated():
+                self.items[event.item_id] = event.item
+                self.paths[event.item_id] = event.path
+            case ev.CatalogItemRemoved():
+                self.items.pop(event.item_id, None)
+                self.paths.pop(event.item_id, None)
+            case ev.CatalogBundlePublished():
+                self.bundles[event.bundle_id] = event.bundle
+            case ev.CatalogBundleRemoved():
+                self.bundles.pop(event.bundle_id, None)
+            case ev.CatalogRefreshed():
+                self.version = event.catalog_version
+                self.last_refresh = LastRefresh(
+                    "updated", envelope.occurred_at, event.source, event.revision
+                )
+            case ev.CatalogRefreshFailed():
+                self.last_refresh = LastRefresh(
+                    "failed",
+                    envelope.occurred_at,
+                    event.source,
+                    event.revision,
+                    len(event.problems),
+                )
+        self.stream_version = envelope.stream_version
+
+    async def catch_up(self, store: EventStore) -> int:
+        """Apply the stream's events this view has not seen; return how many."""
+        async with self._lock:
+            new = await store.read_stream(STREAM, from_version=self.stream_version + 1)
+            for envelope in new:
+                self.apply(envelope)
+            return len(new)
+
+    def search(
+        self,
+        *,
+        category: str | None = None,
+        owner: str | None = None,
+        tag: str | None = None,
+        text: str | None = None,
+    ) -> list[CatalogItemSummary]:
+        """Summaries matching every given filter, by id."""
+        needle = text.lower() if text else None
+        found = []
+        for item_id in sorted(self.items):
+            item = self.items[item_id]
+            metadata = item["metadata"]
+            if category and metadata["category"] != category:
+                continue
+            if owner and metadata["owner"] != owner:
+                continue
+            if tag and tag not in (metadata.get("tags") or []):
+                continue
+            if needle and not any(
+                needle in str(v).lower()
+                for v in (
+                    item_id,
+                    metadata["name"],
+                    metadata["description"],
+                    *(metadata.get("tags") or []),
+                )
+            ):
+                continue
+            found.append(summary_of(item))
+        return found

@@ -1,0 +1,19 @@
+"""Authorisation rules shared by the routes (ARCHITECTURE §6)."""
+
+from __future__ import annotations
+
+from pao.contracts import errors
+from pao.contracts.errors import PaoError
+from pao.shared.keystore import Identity
+
+#: Roles that may operate the platform itself (refresh the catalog, ...).
+PLATFORM_ROLES = frozenset({"admin", "platform"})
+
+
+def require_platform_role(identity: Identity, action: str) -> None:
+    """Only admins and platform operators may `action`."""
+    if not PLATFORM_ROLES & set(identity.roles):
+        raise PaoError(
+            errors.FORBIDDEN,
+            f"{identity.user} may not {action}: it needs the admin or platform role",
+        )

@@ -1,0 +1,115 @@
+"""Phase 2 routes: browse the catalog, read an item and its form schema, refresh."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from pao.catalog.refresh import refresh_catalog
+from pao.catalog.sources import SourceError
+from pao.contracts import errors
+from pao.contracts.catalog import CatalogPage, RefreshResult
+from pao.contracts.errors import ErrorDetail, PaoError
+from pao.gateway.authz import require_platform_role
+from pao.gateway.params import int_param, text_param
+from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY
+
+routes = web.RouteTableDef()
+
+
+def _item(request: web.Request) -> dict:
+    item_id = request.match_info["item_id"]
+    item = request.app[CATALOG].view.items.get(item_id)
+    if item is None:
+        raise PaoError(
+            errors.ITEM_NOT_FOUND,
+            f"no catalog item '{item_id}'",
+            details=[ErrorDetail(field="item_id", message=item_id)],
+        )
+    return item
+
+
+@routes.get("/api/v1/catalog")
+async def list_catalog(request: web.Request) -> web.Response:
+    """Items filtered by category, owner, tag and free text, a page at a time."""
+    limit = int_param(request, "limit", 50, low=1, high=200)
+    offset = int_param(request, "offset", 0, low=0, high=1_000_000)
+    view = request.app[CATALOG].view
+    found = view.search(
+        category=text_param(request, "category"),
+        owner=text_param(request, "owner"),
+        tag=text_param(request, "tag"),
+        text=text_param(request, "q"),
+    )
+    page = CatalogPage(
+        catalog_version=view.version,
+        total=len(found),
+        limit=limit,
+        offset=offset,
+        items=found[offset : offset + limit],
+    )
+    return web.json_response(page.model_dump(mode="json"))
+
+
+@routes.get("/api/v1/catalog/items/{item_id}")
+async def get_item(request: web.Request) -> web.Response:
+    """One item's whole definition."""
+    item = _item(request)
+    view = request.app[CATALOG].view
+    return web.json_response({"catalog_version": view.version, "item": item})
+
+
+@routes.get("/api/v1/catalog/items/{item_id}/schema")
+async def get_item_schema(request: web.Request) -> web.Response:
+    """The item's form as a JSON Schema (2020-12), for form builders and validators."""
+    item = _item(request)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": item["metadata"]["name"],
+        "description": item["metadata"]["description"],
+        **item["form"]["schema"],
+    }
+    return web.json_response(schema)
+
+
+@routes.post("/api/v1/catalog/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    """Reload the catalog from its source; 422 with every problem if it is not valid."""
+    identity = request[IDENTITY]
+    require_platform_role(identity, "refresh the catalog")
+    result = await run_refresh(request, actor=identity.user)
+    return web.json_response(result.model_dump(mode="json"))
+
+
+async def run_refresh(request: web.Request, *, actor: str) -> RefreshResult:
+    """Refresh and map failures to the error envelope."""
+    parts = request.app[CATALOG]
+    try:
+        result = await refresh_catalog(
+            source=parts.source,
+            store=parts.store,
+            view=parts.view,
+            actor=actor,
+            correlation_id=request[CORRELATION_ID],
+        )
+    except SourceError as exc:
+        raise PaoError(
+            errors.CATALOG_SOURCE_UNAVAILABLE,
+            str(exc),
+            details=[ErrorDetail(field="source", message=str(exc))],
+        ) from exc
+    if result.status == "failed":
+        raise PaoError(
+            errors.CATALOG_INVALID,
+            f"{len(result.problems)} problem(s) in {result.source}; still serving version "
+            f"{result.catalog_version}",
+            details=[
+                ErrorDetail(
+                    field=f"{p.file}#{p.pointer}" if p.pointer else p.file,
+                    message=p.message,
+                    line=p.line,
+                    column=p.column,
+                )
+                for p in result.problems
+            ],
+        )
+    return result

@@ -1,0 +1,112 @@
+"""YAML documents with the line and column of every value, found only when a problem needs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from pao.spec.problems import Problem
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class DocumentError(Exception):
+    """The text is not a YAML (or JSON) mapping; carries the problem with its position."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(problem.message)
+
+
+@dataclass
+class Document:
+    """Parsed data plus lazy positions for JSON pointers."""
+
+    text: str
+    data: Any
+    file: str | None = None
+    _root: yaml.Node | None = field(default=None, repr=False)
+
+    def locate(self, json_pointer: str) -> tuple[int | None, int | None]:
+        """1-based line and column of the value at `json_pointer` (or its nearest parent)."""
+        if self._root is None:
+            try:
+                self._root = yaml.compose(self.text, Loader=_Loader)
+            except yaml.YAMLError:
+                return None, None
+        node = self._root
+        if node is None:
+            return None, None
+        for token in _tokens(json_pointer):
+            child = _child(node, token)
+            if child is None:
+                break
+            node = child
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+    def value_style(self, json_pointer: str) -> str | None:
+        """The YAML scalar style at `json_pointer` ('|', '>', '"', ...), if it is a scalar."""
+        self.locate(json_pointer)
+        node = self._root
+        for token in _tokens(json_pointer):
+            node = _child(node, token) if node is not None else None
+        return node.style if isinstance(node, yaml.ScalarNode) else None
+
+    def place(self, problem: Problem) -> Problem:
+        """The problem with this document's file and the line of its pointer."""
+        line, column = self.locate(problem.pointer)
+        return problem.at(
+            file=self.file, line=problem.line or line, column=problem.column or column
+        )
+
+
+def _tokens(json_pointer: str) -> list[str]:
+    if not json_pointer:
+        return []
+    return [t.replace("~1", "/").replace("~0", "~") for t in json_pointer.lstrip("/").split("/")]
+
+
+def _child(node: yaml.Node, token: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == token:
+                return value
+        return None
+    if isinstance(node, yaml.SequenceNode) and token.isdigit():
+        index = int(token)
+        return node.value[index] if index < len(node.value) else None
+    return None
+
+
+def parse(text: str, file: str | None = None) -> Document:
+    """Parse YAML (JSON is YAML too); the top level must be a mapping."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise DocumentError(
+            Problem(
+                rule="yaml-syntax",
+                message=f"not valid YAML: {exc.problem}"
+                + (f" ({exc.context})" if exc.context else ""),
+                file=file,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+            )
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise DocumentError(
+            Problem(rule="yaml-syntax", message=f"not valid YAML: {exc}", file=file)
+        ) from exc
+    if not isinstance(data, dict):
+        raise DocumentError(
+            Problem(
+                rule="yaml-syntax",
+                message="the document must be a mapping with apiVersion, kind and metadata",
+                file=file,
+                line=1,
+            )
+        )
+    return Document(text=text, data=data, file=file)

@@ -1,0 +1,74 @@
+"""Filters templates may use beyond Jinja2's own (upper, lower, default, replace, trim...)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json as _json
+import re
+import unicodedata
+from typing import Any
+
+import yaml
+
+_MAX_PATTERN = 500
+
+
+def slug(value: Any, separator: str = "-") -> str:
+    """Lower-case ASCII words joined by `separator`: 'Orders API (EU)' -> 'orders-api-eu'."""
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", separator, text.lower()).strip(separator)
+
+
+def concat(value: Any, *others: Any) -> Any:
+    """Join lists into one list, or strings into one string."""
+    if isinstance(value, list | tuple):
+        out = list(value)
+        for other in others:
+            out.extend(other if isinstance(other, list | tuple) else [other])
+        return out
+    return "".join(str(v) for v in (value, *others))
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """JSON text, keys in order, no HTML escaping."""
+    return _json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+
+
+def to_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip("\n")
+
+
+def b64encode(value: Any) -> str:
+    return base64.b64encode(str(value).encode()).decode()
+
+
+def b64decode(value: Any) -> str:
+    try:
+        return base64.b64decode(str(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"b64decode: not base64 text ({exc})") from exc
+
+
+def sha256(value: Any) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def regex_replace(value: Any, pattern: str, replacement: str = "", count: int = 0) -> str:
+    """re.sub with a bounded pattern length."""
+    if len(pattern) > _MAX_PATTERN:
+        raise ValueError(f"regex_replace: pattern longer than {_MAX_PATTERN} characters")
+    return re.sub(pattern, replacement, str(value), count=count)
+
+
+PAO_FILTERS = {
+    "slug": slug,
+    "concat": concat,
+    "json": to_json,
+    "yaml": to_yaml,
+    "b64encode": b64encode,
+    "b64decode": b64decode,
+    "sha256": sha256,
+    "regex_replace": regex_replace,
+}

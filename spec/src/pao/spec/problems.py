@@ -1,0 +1,50 @@
+"""A problem found in a catalog file: which rule, where (JSON pointer and line), and what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a catalog file."""
+
+    rule: str
+    message: str
+    pointer: str = ""
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def at(
+        self, *, file: str | None = None, line: int | None = None, column: int | None = None
+    ) -> Problem:
+        """The same problem, located."""
+        return replace(
+            self, file=file or self.file, line=line or self.line, column=column or self.column
+        )
+
+    def format(self) -> str:
+        """`file:line: message [rule at pointer]`, the form editors and CI logs understand."""
+        where = self.file or "<input>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        pointer = f" at {self.pointer}" if self.pointer else ""
+        return f"{where}: {self.message} [{self.rule}{pointer}]"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "message": self.message,
+            "pointer": self.pointer,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+        }
+
+
+def pointer(*parts: object) -> str:
+    """A JSON pointer from path parts, escaping ~ and /."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)

@@ -1,0 +1,63 @@
+"""The catalog's JSON Schemas (2020-12), loaded once and shared by every validator."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+SCHEMA_FILES = ("common-types.json", "catalog-item.json", "catalog-bundle.json")
+BASE_URI = "https://pao.dev/schema/"
+
+
+def schema_dir() -> Path:
+    """Where the schemas are: $PAO_CATALOG_SCHEMA_DIR, the wheel's copy, or the repository's."""
+    explicit = os.environ.get("PAO_CATALOG_SCHEMA_DIR")
+    if explicit:
+        return Path(explicit)
+    packaged = Path(__file__).with_name("schema")
+    if (packaged / "catalog-item.json").exists():
+        return packaged
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "catalog" / "schema"
+        if (candidate / "catalog-item.json").exists():
+            return candidate
+    raise FileNotFoundError("the catalog schemas were not found; set PAO_CATALOG_SCHEMA_DIR")
+
+
+@cache
+def load_schemas() -> dict[str, dict[str, Any]]:
+    """Each schema by file name."""
+    base = schema_dir()
+    return {name: json.loads((base / name).read_text(encoding="utf-8")) for name in SCHEMA_FILES}
+
+
+@cache
+def registry() -> Registry:
+    """A registry resolving `https://pao.dev/schema/<file>` references, also from item forms."""
+    resources = [(s["$id"], Resource.from_contents(s)) for s in load_schemas().values()]
+    return Registry().with_resources(resources)
+
+
+@cache
+def item_validator() -> Draft202012Validator:
+    return Draft202012Validator(
+        load_schemas()["catalog-item.json"], registry=registry(), format_checker=FormatChecker()
+    )
+
+
+@cache
+def bundle_validator() -> Draft202012Validator:
+    return Draft202012Validator(
+        load_schemas()["catalog-bundle.json"], registry=registry(), format_checker=FormatChecker()
+    )
+
+
+def form_validator(form_schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator for an item's form (which may reference common types)."""
+    return Draft202012Validator(form_schema, registry=registry(), format_checker=FormatChecker())

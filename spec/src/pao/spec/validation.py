@@ -1,0 +1,229 @@
+"""Validating catalog files: JSON Schema first, then the rules a schema cannot express."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from pao.spec import schemas
+from pao.spec.documents import Document, DocumentError, parse
+from pao.spec.problems import Problem, pointer
+from pao.spec.variables import (
+    BUILTIN_OUTPUTS,
+    Declarations,
+    input_fields,
+    parse_template,
+    resolve,
+)
+
+ITEM_KIND = "CatalogItem"
+BUNDLE_KIND = "CatalogBundle"
+
+
+@dataclass
+class DocumentReport:
+    """One file's verdict: its kind, id and data when readable, and every problem found."""
+
+    file: str | None
+    kind: str | None = None
+    data: dict[str, Any] | None = None
+    problems: list[Problem] = field(default_factory=list)
+    document: Document | None = field(default=None, repr=False)
+
+    def place(self, problem: Problem) -> Problem:
+        """A problem found elsewhere (e.g. across files), located in this file."""
+        if self.document is None:
+            return problem.at(file=self.file)
+        return self.document.place(problem)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    @property
+    def id(self) -> str | None:
+        metadata = (self.data or {}).get("metadata")
+        return metadata.get("id") if isinstance(metadata, dict) else None
+
+
+def validate_text(text: str, file: str | None = None) -> DocumentReport:
+    """Validate one catalog file (an item or a bundle) on its own."""
+    try:
+        document = parse(text, file)
+    except DocumentError as exc:
+        return DocumentReport(file, problems=[exc.problem])
+    kind = document.data.get("kind")
+    report = DocumentReport(
+        file, kind=kind if isinstance(kind, str) else None, data=document.data, document=document
+    )
+    if kind == ITEM_KIND:
+        problems = list(item_problems(document.data))
+    elif kind == BUNDLE_KIND:
+        problems = list(_schema_problems(schemas.bundle_validator(), document.data))
+    else:
+        problems = [
+            Problem(
+                "schema",
+                f"kind must be {ITEM_KIND} or {BUNDLE_KIND}, not {kind!r}",
+                pointer("kind"),
+            )
+        ]
+    report.problems = [document.place(p) for p in problems]
+    if report.problems and any(
+        p.rule == "template-syntax" or p.rule.startswith("template") for p in report.problems
+    ):
+        report.problems = [_template_line(document, p) for p in report.problems]
+    return report
+
+
+def _template_line(document: Document, problem: Problem) -> Problem:
+    """Template problems carry the template's own line; make it the file's line."""
+    if not problem.rule.startswith("template") or problem.column != -1:
+        return problem
+    start, _ = document.locate(problem.pointer)
+    template_line = problem.line or 1
+    block = document.value_style(problem.pointer) in ("|", ">")
+    line = (start or 1) + template_line - 1 + (1 if block else 0)
+    return Problem(problem.rule, problem.message, problem.pointer, problem.file, line, None)
+
+
+def _schema_problems(validator: Draft202012Validator, data: Any) -> Iterator[Problem]:
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        yield Problem("schema", _schema_message(error), pointer(*error.absolute_path))
+
+
+def _schema_message(error: ValidationError) -> str:
+    field_name = error.absolute_path[-1] if error.absolute_path else None
+    if error.validator == "required":
+        return error.message
+    if error.validator == "additionalProperties":
+        return error.message
+    prefix = f"{field_name}: " if isinstance(field_name, str) else ""
+    if error.validator == "pattern":
+        return f"{prefix}{error.instance!r} does not match {error.validator_value!r}"
+    if error.validator in ("if", "then", "else", "allOf", "anyOf", "oneOf", "not", "contains"):
+        detail = "; ".join(sorted({c.message for c in error.context})) if error.context else ""
+        return prefix + (detail or error.message)
+    return prefix + error.message
+
+
+def item_problems(item: dict[str, Any]) -> Iterator[Problem]:
+    """Every problem of one item: schema, form, examples, action names, templates."""
+    schema_problems = list(_schema_problems(schemas.item_validator(), item))
+    yield from schema_problems
+    form = (item.get("form") or {}).get("schema")
+    form_ok = isinstance(form, dict) and not any(
+        p.pointer.startswith("/form") for p in schema_problems
+    )
+    if isinstance(form, dict):
+        for error in _META_VALIDATOR.iter_errors(form):
+            form_ok = False
+            yield Problem(
+                "form-schema",
+                "the form is not a valid JSON Schema: " + _meta_message(error),
+                pointer("form", "schema", *error.absolute_path),
+            )
+    if form_ok:
+        yield from _example_problems(form)
+        order = (item.get("form") or {}).get("order") or []
+        fields = input_fields(form)
+        for index, name in enumerate(order):
+            if name not in fields:
+                yield Problem(
+                    "form-order",
+                    f"form.order names '{name}', which is not a field",
+                    pointer("form", "order", index),
+                )
+    if schema_problems:
+        return
+    # With a broken form, input references cannot be checked: accept them rather than cascade.
+    yield from _action_problems(item, input_fields(form) if form_ok else None)
+
+
+_META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+_JSON_TYPES = "array, boolean, integer, null, number, object, string"
+
+
+def _meta_message(error: ValidationError) -> str:
+    path = list(error.absolute_path)
+    where = path[-1] if path else None
+    if where == "type" or path[-2:-1] == ["type"]:
+        return f"{error.instance!r} is not a JSON Schema type ({_JSON_TYPES})"
+    return f"{where}: {error.message}" if isinstance(where, str) else error.message
+
+
+def _example_problems(form: dict[str, Any]) -> Iterator[Problem]:
+    validator = schemas.form_validator(form)
+    for index, example in enumerate(form.get("examples") or []):
+        for error in validator.iter_errors(example):
+            yield Problem(
+                "form-example",
+                f"example {index} is not valid input: {error.message}",
+                pointer("form", "schema", "examples", index, *error.absolute_path),
+            )
+
+
+def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Iterator[Problem]:
+    fulfillment = item["fulfillment"]
+    secrets = frozenset((item.get("secrets") or {}).keys())
+    outputs: dict[str, frozenset[str] | None] = {}
+    seen: set[str] = set()
+    for index, action in enumerate(fulfillment["actions"]):
+        name, kind = action["name"], action["type"]
+        if name in seen:
+            yield Problem(
+                "action-name",
+                f"two actions are named '{name}'",
+                pointer("fulfillment", "actions", index, "name"),
+            )
+        seen.add(name)
+        declared = Declarations(inputs=inputs, secrets=secrets, outputs=dict(outputs))
+        base = ("fulfillment", "actions", index)
+        if "when" in action:
+            yield from template_problems(action["when"], declared, pointer(*base, "when"))
+        yield from _templates_in(action.get(kind), declared, (*base, kind))
+        outputs[name] = _declared_outputs(action)
+    fallback = fulfillment.get("fallback") or {}
+    if "jira" in fallback:
+        declared = Declarations(inputs=inputs, secrets=secrets, outputs=dict(outputs))
+        yield from _templates_in(fallback["jira"], declared, ("fulfillment", "fallback", "jira"))
+
+
+def _declared_outputs(action: Mapping[str, Any]) -> frozenset[str]:
+    kind = action["type"]
+    spec = action.get(kind) or {}
+    declared = spec.get("outputs") or []
+    return BUILTIN_OUTPUTS[kind] | frozenset(declared)
+
+
+def _templates_in(value: Any, declared: Declarations, path: tuple[Any, ...]) -> Iterator[Problem]:
+    if isinstance(value, str):
+        yield from template_problems(value, declared, pointer(*path))
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            if key == "outputs" and path[-1] in ("terraform", "rest"):
+                continue  # output names and JSON pointers, not templates
+            yield from _templates_in(sub, declared, (*path, key))
+    elif isinstance(value, list):
+        for index, sub in enumerate(value):
+            yield from _templates_in(sub, declared, (*path, index))
+
+
+def template_problems(source: str, declared: Declarations, at: str) -> Iterator[Problem]:
+    """Problems of one template; lines are the template's own (column -1 marks that)."""
+    parsed = parse_template(source)
+    if parsed.syntax_error:
+        yield Problem(
+            "template-syntax",
+            f"template syntax error: {parsed.syntax_error}",
+            at,
+            line=parsed.error_line,
+            column=-1,
+        )
+        return
+    for issue in resolve(parsed, declared):
+        yield Problem(issue.rule, issue.message, at, line=issue.line, column=-1)

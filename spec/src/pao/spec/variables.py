@@ -1,0 +1,285 @@
+"""The variables engine, phases 1 and 2: parse templates and resolve their references.
+
+A template is a Jinja2 string such as `{{ inputs.db_name | upper }}`. Parsing collects every
+variable reference as a dotted path and every filter used, with syntax errors by line. Resolving
+checks each reference against the declared scopes: `inputs` against the item's form, `outputs`
+against earlier actions, `secrets` against the item's declared secrets.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
+
+from pao.spec.filters import PAO_FILTERS
+
+#: Fields each fixed scope offers; `env` is free-form (per-environment settings from config).
+SCOPE_FIELDS: dict[str, frozenset[str] | None] = {
+    "user": frozenset({"id", "name", "email", "teams"}),
+    "request": frozenset(
+        {"id", "correlation_id", "created_at", "environment", "item_id", "item_version"}
+    ),
+    "item": frozenset({"id", "name", "version", "category", "owner", "description", "tags"}),
+    "system": frozenset({"platform_name", "region", "jira_url", "gateway_url"}),
+    "env": None,
+    "inputs": None,
+    "outputs": None,
+    "secrets": None,
+}
+SCOPES = tuple(SCOPE_FIELDS)
+
+#: Outputs every action of a type records, besides those it declares.
+BUILTIN_OUTPUTS: dict[str, frozenset[str]] = {
+    "jira": frozenset({"key", "url", "id", "status"}),
+    "terraform": frozenset(),
+    "rest": frozenset({"status_code"}),
+}
+
+#: Names a template may use that are not scopes.
+_ALLOWED_GLOBALS = frozenset(
+    {"range", "dict", "namespace", "loop", "true", "false", "none", "True", "False", "None"}
+)
+
+
+def make_environment() -> ImmutableSandboxedEnvironment:
+    """The one Jinja2 environment PAO renders with: sandboxed, immutable, PAO's filters."""
+    from jinja2 import StrictUndefined
+
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+    env.filters.update(PAO_FILTERS)
+    env.globals.clear()
+    env.globals.update({"range": range, "dict": dict, "namespace": Namespace})
+    return env
+
+
+ENVIRONMENT = make_environment()
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A variable used by a template: its dotted path and the template line it is on."""
+
+    path: tuple[str, ...]
+    line: int
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTemplate:
+    """Phase 1's result for one template."""
+
+    source: str
+    references: tuple[Reference, ...] = ()
+    filters: tuple[tuple[str, int], ...] = ()
+    tests: tuple[tuple[str, int], ...] = ()
+    syntax_error: str | None = None
+    error_line: int | None = None
+
+    @property
+    def is_template(self) -> bool:
+        return "{" in self.source
+
+
+@lru_cache(maxsize=65_536)
+def parse_template(source: str) -> ParsedTemplate:
+    """References, filters and tests of a template; a syntax error is reported, not raised."""
+    if "{" not in source:
+        return ParsedTemplate(source)
+    try:
+        tree = ENVIRONMENT.parse(source)
+    except TemplateSyntaxError as exc:
+        return ParsedTemplate(source, syntax_error=exc.message or str(exc), error_line=exc.lineno)
+    local_names = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    references: list[Reference] = []
+    _collect(tree, local_names, references)
+    filters = tuple((f.name, f.lineno) for f in tree.find_all(nodes.Filter))
+    tests = tuple((t.name, t.lineno) for t in tree.find_all(nodes.Test))
+    return ParsedTemplate(source, tuple(references), filters, tests)
+
+
+def _chain(node: nodes.Node) -> tuple[list[str], nodes.Node] | None:
+    """For `a.b['c'].d`, the path [a, b, c, d] and the base Name; None if it is not such a chain."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+            node = node.node
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str | int)
+        ):
+            parts.append(str(node.arg.value))
+            node = node.node
+        elif isinstance(node, nodes.Name):
+            parts.append(node.name)
+            return list(reversed(parts)), node
+        else:
+            return None
+
+
+def _collect(node: nodes.Node, local_names: set[str], out: list[Reference]) -> None:
+    if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
+        chain = _chain(node)
+        if chain is not None:
+            path, base = chain
+            if base.ctx == "load" and path[0] not in local_names:
+                out.append(Reference(tuple(path), node.lineno))
+            if isinstance(node, nodes.Getitem):
+                _collect(node.arg, local_names, out)
+            return
+    for child in node.iter_child_nodes():
+        _collect(child, local_names, out)
+
+
+# --- phase 2: resolve ---------------------------------------------------------------------------
+
+
+InputTree = dict[str, "InputTree | None"]
+
+
+def input_fields(form_schema: Mapping[str, Any]) -> InputTree:
+    """Every field a form can hold, conditional ones included: name -> nested fields or None."""
+    tree: InputTree = {}
+    for schema in _property_holders(form_schema):
+        for name, prop in (schema.get("properties") or {}).items():
+            nested = None
+            if isinstance(prop, Mapping) and (prop.get("properties") or prop.get("allOf")):
+                nested = input_fields(prop)
+            existing = tree.get(name)
+            if isinstance(existing, dict) and isinstance(nested, dict):
+                existing.update(nested)
+            else:
+                tree[name] = existing if existing is not None else nested
+    return tree
+
+
+def _property_holders(schema: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    if not isinstance(schema, Mapping):
+        return
+    yield schema
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        for sub in schema.get(keyword) or []:
+            yield from _property_holders(sub)
+    for keyword in ("then", "else"):
+        if isinstance(schema.get(keyword), Mapping):
+            yield from _property_holders(schema[keyword])
+    for sub in (schema.get("dependentSchemas") or {}).values():
+        yield from _property_holders(sub)
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """What templates of one place in an item may refer to."""
+
+    inputs: InputTree | None  # None: the form is unknown, any input may be referenced
+    secrets: frozenset[str] = frozenset()
+    #: earlier actions -> the output names they record (None: any)
+    outputs: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionIssue:
+    """A reference or filter that does not resolve."""
+
+    rule: str
+    message: str
+    line: int
+
+
+def resolve(parsed: ParsedTemplate, declared: Declarations) -> list[ResolutionIssue]:
+    """Every reference, filter and test of a parsed template that is not declared."""
+    issues: list[ResolutionIssue] = []
+    for ref in parsed.references:
+        message = _check_reference(ref.path, declared)
+        if message:
+            issues.append(ResolutionIssue("template-reference", message, ref.line))
+    for name, line in parsed.filters:
+        if name not in ENVIRONMENT.filters:
+            issues.append(
+                ResolutionIssue(
+                    "template-filter",
+                    f"unknown filter '{name}'{_suggest(name, ENVIRONMENT.filters)}",
+                    line,
+                )
+            )
+    for name, line in parsed.tests:
+        if name not in ENVIRONMENT.tests:
+            issues.append(
+                ResolutionIssue(
+                    "template-filter",
+                    f"unknown test '{name}'{_suggest(name, ENVIRONMENT.tests)}",
+                    line,
+                )
+            )
+    return issues
+
+
+def _check_reference(path: tuple[str, ...], declared: Declarations) -> str | None:
+    scope = path[0]
+    if scope in _ALLOWED_GLOBALS:
+        return None
+    if scope not in SCOPE_FIELDS:
+        return f"unknown scope '{scope}'{_suggest(scope, SCOPES)}; scopes are {', '.join(SCOPES)}"
+    if len(path) == 1:
+        return None
+    name = path[1]
+    if scope == "inputs":
+        return _check_input(path[1:], declared.inputs)
+    if scope == "secrets":
+        if name not in declared.secrets:
+            return (
+                f"secrets.{name} is not declared in the item's secrets"
+                f"{_suggest(name, declared.secrets)}"
+            )
+        return None
+    if scope == "outputs":
+        if name not in declared.outputs:
+            earlier = ", ".join(declared.outputs) or "none"
+            return (
+                f"outputs.{name} is not an earlier action{_suggest(name, declared.outputs)}; "
+                f"earlier actions: {earlier}"
+            )
+        known = declared.outputs[name]
+        if len(path) > 2 and known is not None and path[2] not in known:
+            return (
+                f"outputs.{name}.{path[2]} is not an output of {name}"
+                f"{_suggest(path[2], known)}; it records {', '.join(sorted(known)) or 'none'}"
+            )
+        return None
+    fields = SCOPE_FIELDS[scope]
+    if fields is not None and name not in fields:
+        return f"{scope}.{name} does not exist{_suggest(name, fields)}; {scope} has " + ", ".join(
+            sorted(fields)
+        )
+    return None
+
+
+def _check_input(path: tuple[str, ...], tree: InputTree | None) -> str | None:
+    walked = ["inputs"]
+    for name in path:
+        if tree is None:
+            return None  # a field without declared sub-fields may hold anything
+        if name not in tree:
+            where = ".".join(walked)
+            return f"{where}.{name} is not a field of the form{_suggest(name, tree)}"
+        walked.append(name)
+        tree = tree[name]
+    return None
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
