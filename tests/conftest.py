@@ -7,6 +7,7 @@ broker on a free loopback port. Everything started here is stopped at the end of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -35,28 +36,42 @@ def _with_database(dsn: str, database: str) -> str:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A migrated, empty database that lives for the session."""
+async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A DSN of the PostgreSQL server tests create their databases on."""
     server_dsn = os.environ.get("PAO_DATABASE_URL")
-    embedded = None
-    if not server_dsn:
-        from pao.stack.postgres import EmbeddedPostgres
+    if server_dsn:
+        yield server_dsn
+        return
+    from pao.stack.postgres import EmbeddedPostgres
 
-        embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
-        await embedded.start()
-        server_dsn = embedded.dsn("postgres")
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    await embedded.start()
+    try:
+        yield embedded.dsn("postgres")
+    finally:
+        await embedded.stop()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
+    """A new, migrated database on the server, dropped afterwards."""
     name = f"pao_test_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_database(server_dsn, name)
     try:
+        dsn = _with_database(server_dsn, name)
         await migrate(dsn)
         yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-        if embedded is not None:
-            await embedded.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def database_url(postgres_server: str) -> AsyncIterator[str]:
+    """A migrated, empty database that lives for the session."""
+    async with fresh_database(postgres_server) as dsn:
+        yield dsn
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

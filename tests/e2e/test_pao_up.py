@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import BIN
+from conftest import BIN, REPO
 from pao.stack.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +37,7 @@ def test_pao_up_runs_the_stack_devctl_uses_it_and_ctrl_c_leaves_nothing(tmp_path
     up = subprocess.Popen(
         [str(BIN / "pao"), "up", "--port", str(port), "--data-dir", str(tmp_path / "state")],
         env=env,
+        cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -68,6 +69,17 @@ def test_pao_up_runs_the_stack_devctl_uses_it_and_ctrl_c_leaves_nothing(tmp_path
             timeout=60,
         )
         assert ready.returncode == 0, ready.stderr
+        assert "catalog" in ready.stdout
+
+        listing = subprocess.run(
+            [str(BIN / "devctl"), "--profile", "local", "-o", "json", "catalog", "list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert json.loads(listing.stdout)["total"] == 3
     finally:
         up.send_signal(signal.SIGINT)
         try:

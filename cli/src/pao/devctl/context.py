@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pao.devctl.client import PaoClient, resolve_target
 from pao.devctl.output import OutputFormat
+
+if TYPE_CHECKING:
+    from pao.devctl.client import PaoClient
 
 
 @dataclass
@@ -23,6 +25,9 @@ class Globals:
     verbose: bool
 
     def client(self) -> PaoClient:
+        # Imported here: botocore and httpx are slow to import, and many commands work offline.
+        from pao.devctl.client import PaoClient, resolve_target
+
         target = resolve_target(
             endpoint=self.endpoint,
             profile_name=self.profile,

@@ -12,8 +12,6 @@ import yaml
 from pao.devctl.context import globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.output import OutputFormat, console, emit
-from pao.spec.rendering import RenderError, preview_context, render_actions
-from pao.spec.validation import validate_text
 
 app = typer.Typer(help="Try templates and variables before publishing.", no_args_is_help=True)
 
@@ -35,6 +33,9 @@ def template(
     example: Annotated[int, typer.Option(help="Which form example to use (0-based).", min=0)] = 0,
 ) -> None:
     """Render every action of an item as PAO would, secrets masked, outputs as placeholders."""
+    from pao.spec.rendering import RenderError, preview_context, render_actions
+    from pao.spec.validation import validate_text
+
     g = globals_of(ctx)
     report = validate_text(item_file.read_text(encoding="utf-8"), str(item_file))
     if not report.valid or report.data is None or report.kind != "CatalogItem":

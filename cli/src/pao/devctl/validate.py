@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 
+if TYPE_CHECKING:
+    from pao.spec.problems import Problem
+
 from pao.devctl.context import call, globals_of
 from pao.devctl.output import OutputFormat, console, emit, err_console
-from pao.spec.catalog import read_directory, validate_catalog
-from pao.spec.problems import Problem
-from pao.spec.validation import validate_text
 
 app = typer.Typer(help="Validate catalog files and requests.", no_args_is_help=True)
 
@@ -45,6 +45,8 @@ def _bump_problem(path: Path, base_ref: str, data: dict) -> Problem | None:
         old_version = old["metadata"]["version"]
     except (yaml.YAMLError, KeyError, TypeError):
         return None
+    from pao.spec.problems import Problem
+
     new_version = (data.get("metadata") or {}).get("version", "")
     if old_text != path.read_text(encoding="utf-8") and _semver(new_version) <= _semver(
         old_version
@@ -85,6 +87,9 @@ def catalog_item(
     ] = False,
 ) -> None:
     """Check catalog files; prints `file:line: message` for each problem, exits 1 if any."""
+    from pao.spec.problems import Problem
+    from pao.spec.validation import validate_text
+
     g = globals_of(ctx)
     results = []
     failed = False
@@ -131,6 +136,8 @@ def catalog(
     ] = Path("catalog"),
 ) -> None:
     """Check a whole catalog folder: every file, unique ids, paths, bundle references."""
+    from pao.spec.catalog import read_directory, validate_catalog
+
     g = globals_of(ctx)
     report = validate_catalog(read_directory(root))
     problems = [p.at(file=str(root / p.file) if p.file else None) for p in report.problems]

@@ -311,3 +311,16 @@ class PaoError(Exception):
                 correlation_id=correlation_id,
             )
         )
+
+
+def markdown_table() -> str:
+    """The registry as the Markdown table in docs/api.md (`python -m pao.contracts.errors`)."""
+    lines = ["| code | HTTP | meaning | suggestion |", "|---|---|---|---|"]
+    for entry in REGISTRY.values():
+        status = entry.http_status or "(client)"
+        lines.append(f"| `{entry.code}` | {status} | {entry.title} | {entry.suggestion} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")  # noqa: T201

@@ -81,9 +81,13 @@ def _child(node: yaml.Node, token: str) -> yaml.Node | None:
 
 
 def parse(text: str, file: str | None = None) -> Document:
-    """Parse YAML (JSON is YAML too); the top level must be a mapping."""
+    """Parse YAML (JSON is YAML too); the top level must be a mapping.
+
+    Values stay JSON-compatible: an unquoted date stays the string it was written as.
+    """
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        root = yaml.compose(text, Loader=_Loader)
+        data = _to_python(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise DocumentError(
@@ -109,4 +113,27 @@ def parse(text: str, file: str | None = None) -> Document:
                 line=1,
             )
         )
+    # The node tree is not kept: thousands of them slow the garbage collector; `locate` composes
+    # again in the rare case a problem needs a line.
     return Document(text=text, data=data, file=file)
+
+
+_STR = "tag:yaml.org,2002:str"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MERGE = "tag:yaml.org,2002:merge"
+_scalars = yaml.SafeLoader("")
+
+
+def _to_python(node: yaml.Node) -> Any:
+    """Python values from a composed node tree (faster than PyYAML's constructor)."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag in (_STR, _TIMESTAMP):
+            return node.value
+        construct = yaml.SafeLoader.yaml_constructors.get(node.tag)
+        return construct(_scalars, node) if construct else node.value
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(child) for child in node.value]
+    if any(key.tag == _MERGE for key, _ in node.value):
+        # Merge keys (<<) are rare in catalogs; PyYAML's constructor knows their rules.
+        return yaml.SafeLoader("").construct_document(node)
+    return {_to_python(key): _to_python(value) for key, value in node.value}

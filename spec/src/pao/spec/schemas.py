@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
-SCHEMA_FILES = ("common-types.json", "catalog-item.json", "catalog-bundle.json")
+SCHEMA_FILES = (
+    "common-types.json",
+    "catalog-item.json",
+    "catalog-bundle.json",
+    "form-schema.json",
+)
 BASE_URI = "https://pao.dev/schema/"
 
 
@@ -56,6 +63,40 @@ def bundle_validator() -> Draft202012Validator:
     return Draft202012Validator(
         load_schemas()["catalog-bundle.json"], registry=registry(), format_checker=FormatChecker()
     )
+
+
+@cache
+def form_dialect_validator() -> Draft202012Validator:
+    """Checks an item's form against the keywords PAO forms support."""
+    return Draft202012Validator(load_schemas()["form-schema.json"], registry=registry())
+
+
+def _compiled(name: str) -> Callable[[Any], Any]:
+    # fastjsonschema turns a schema into Python code, far faster than interpreting it; it is the
+    # fast path for valid documents. Our schemas use no keyword beyond what it implements
+    # (draft-07 plus $defs, which resolve as plain JSON pointers).
+    schemas = load_schemas()
+    handlers = {"https": lambda uri: schemas[uri.rsplit("/", 1)[-1]]}
+    return fastjsonschema.compile(
+        schemas[name],
+        handlers=handlers,
+        formats={"date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    )
+
+
+@cache
+def fast_check(name: str) -> Callable[[Any], bool]:
+    """A compiled yes/no check against one of the schemas."""
+    compiled = _compiled(name)
+
+    def check(data: Any) -> bool:
+        try:
+            compiled(data)
+        except fastjsonschema.JsonSchemaException:
+            return False
+        return True
+
+    return check
 
 
 def form_validator(form_schema: dict[str, Any]) -> Draft202012Validator:

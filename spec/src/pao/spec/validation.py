@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +65,9 @@ def validate_text(text: str, file: str | None = None) -> DocumentReport:
     if kind == ITEM_KIND:
         problems = list(item_problems(document.data))
     elif kind == BUNDLE_KIND:
-        problems = list(_schema_problems(schemas.bundle_validator(), document.data))
+        problems = list(
+            _schema_problems(schemas.bundle_validator(), document.data, "catalog-bundle.json")
+        )
     else:
         problems = [
             Problem(
@@ -91,7 +95,12 @@ def _template_line(document: Document, problem: Problem) -> Problem:
     return Problem(problem.rule, problem.message, problem.pointer, problem.file, line, None)
 
 
-def _schema_problems(validator: Draft202012Validator, data: Any) -> Iterator[Problem]:
+def _schema_problems(
+    validator: Draft202012Validator, data: Any, fast_name: str | None = None
+) -> Iterator[Problem]:
+    """Every error of `data`; a compiled check first skips the slow walk for valid documents."""
+    if fast_name is not None and schemas.fast_check(fast_name)(data):
+        return
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         yield Problem("schema", _schema_message(error), pointer(*error.absolute_path))
 
@@ -113,20 +122,16 @@ def _schema_message(error: ValidationError) -> str:
 
 def item_problems(item: dict[str, Any]) -> Iterator[Problem]:
     """Every problem of one item: schema, form, examples, action names, templates."""
-    schema_problems = list(_schema_problems(schemas.item_validator(), item))
+    schema_problems = list(_schema_problems(schemas.item_validator(), item, "catalog-item.json"))
     yield from schema_problems
     form = (item.get("form") or {}).get("schema")
     form_ok = isinstance(form, dict) and not any(
         p.pointer.startswith("/form") for p in schema_problems
     )
     if isinstance(form, dict):
-        for error in _META_VALIDATOR.iter_errors(form):
+        for problem in _form_problems(form):
             form_ok = False
-            yield Problem(
-                "form-schema",
-                "the form is not a valid JSON Schema: " + _meta_message(error),
-                pointer("form", "schema", *error.absolute_path),
-            )
+            yield problem
     if form_ok:
         yield from _example_problems(form)
         order = (item.get("form") or {}).get("order") or []
@@ -144,16 +149,58 @@ def item_problems(item: dict[str, Any]) -> Iterator[Problem]:
     yield from _action_problems(item, input_fields(form) if form_ok else None)
 
 
-_META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 _JSON_TYPES = "array, boolean, integer, null, number, object, string"
 
 
-def _meta_message(error: ValidationError) -> str:
+def _form_problems(form: dict[str, Any]) -> Iterator[Problem]:
+    """The form must be a JSON Schema using the keywords PAO forms support, with valid patterns."""
+    if not schemas.fast_check("form-schema.json")(form):
+        for error in schemas.form_dialect_validator().iter_errors(form):
+            yield Problem(
+                "form-schema",
+                "the form is not a valid JSON Schema: " + _form_message(error),
+                pointer("form", "schema", *error.absolute_path),
+            )
+        return
+    for path, pattern in _patterns(form, ()):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            yield Problem(
+                "form-schema",
+                f"pattern {pattern!r} is not a regular expression: {exc}",
+                pointer("form", "schema", *path),
+            )
+
+
+def _patterns(schema: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                yield (*path, key), value
+            elif key not in ("examples", "default", "const", "enum"):
+                yield from _patterns(value, (*path, key))
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            yield from _patterns(value, (*path, index))
+
+
+def _form_message(error: ValidationError) -> str:
     path = list(error.absolute_path)
     where = path[-1] if path else None
     if where == "type" or path[-2:-1] == ["type"]:
         return f"{error.instance!r} is not a JSON Schema type ({_JSON_TYPES})"
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = error.schema.get("properties", {})
+        hints = [f"'{k}'" + _did_you_mean(k, known) for k in unknown]
+        return f"unknown keyword {', '.join(hints)} (see schema/form-schema.json)"
     return f"{where}: {error.message}" if isinstance(where, str) else error.message
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _example_problems(form: dict[str, Any]) -> Iterator[Problem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,15 @@ class CatalogView:
     stream_version: int = 0
     last_refresh: LastRefresh | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _answers: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+
+    def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """A value derived from this version of the catalog, built once per version."""
+        if key not in self._answers:
+            if len(self._answers) > 1_000:
+                self._answers.clear()
+            self._answers[key] = build()
+        return self._answers[key]
 
     def apply(self, envelope: EventEnvelope) -> None:
         """Fold one catalog event (in stream order)."""
@@ -68,6 +78,7 @@ class CatalogView:
                     len(event.problems),
                 )
         self.stream_version = envelope.stream_version
+        self._answers.clear()
 
     async def catch_up(self, store: EventStore) -> int:
         """Apply the stream's events this view has not seen; return how many."""

@@ -34,20 +34,30 @@ async def list_catalog(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, low=1, high=200)
     offset = int_param(request, "offset", 0, low=0, high=1_000_000)
     view = request.app[CATALOG].view
-    found = view.search(
-        category=text_param(request, "category"),
-        owner=text_param(request, "owner"),
-        tag=text_param(request, "tag"),
-        text=text_param(request, "q"),
-    )
-    page = CatalogPage(
-        catalog_version=view.version,
-        total=len(found),
-        limit=limit,
-        offset=offset,
-        items=found[offset : offset + limit],
-    )
-    return web.json_response(page.model_dump(mode="json"))
+    filters = {name: text_param(request, name) for name in ("category", "owner", "tag", "q")}
+
+    def page() -> bytes:
+        found = view.search(
+            category=filters["category"],
+            owner=filters["owner"],
+            tag=filters["tag"],
+            text=filters["q"],
+        )
+        return (
+            CatalogPage(
+                catalog_version=view.version,
+                total=len(found),
+                limit=limit,
+                offset=offset,
+                items=found[offset : offset + limit],
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    # The catalog changes rarely and is read constantly: each answer is built once per version.
+    body = view.memo(("list", *filters.values(), limit, offset), page)
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/api/v1/catalog/items/{item_id}")
