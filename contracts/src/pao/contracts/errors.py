@@ -235,6 +235,10 @@ NO_CREDENTIALS = _register(
     "No credentials to sign with",
     "Run `pao up` (writes a local profile), pass --profile, or configure AWS credentials.",
 )
+BAD_INVOCATION = _register(
+    "PAO-CLI-004", 0, "Invalid command input",
+    "Check the options and files given; `devctl COMMAND --help` shows them.",
+)
 BAD_RESPONSE = _register(
     "PAO-CLI-003",
     0,

@@ -17,6 +17,17 @@ class Identity(BaseModel):
     teams: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     access_key_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+
+    def template_scope(self) -> dict[str, object]:
+        """The `user` scope of templates."""
+        return {
+            "id": self.user,
+            "name": self.name or self.user,
+            "email": self.email or "",
+            "teams": list(self.teams),
+        }
 
     @property
     def is_admin(self) -> bool:
@@ -34,13 +45,20 @@ class KeyEntry(BaseModel):
     teams: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     session_token: SecretStr | None = None
+    name: str | None = None
+    email: str | None = None
     principal_arn: str | None = Field(
         default=None, description="IAM principal this identity has behind AWS API Gateway."
     )
 
     def identity(self) -> Identity:
         return Identity(
-            user=self.user, teams=self.teams, roles=self.roles, access_key_id=self.access_key_id
+            user=self.user,
+            teams=self.teams,
+            roles=self.roles,
+            access_key_id=self.access_key_id,
+            name=self.name,
+            email=self.email,
         )
 
 

@@ -54,6 +54,23 @@ class Settings(BaseSettings):
     catalog_refresh_on_start: bool = Field(default=True)
     github_webhook_secret: str | None = Field(default=None, description="Shared webhook secret.")
 
+    secrets_provider: Literal["env", "file", "ssm"] = Field(
+        default="env", description="Where secrets come from: env vars, a YAML file, or AWS SSM."
+    )
+    secrets_file: Path | None = Field(default=None, description="YAML path -> value (file).")
+    secrets_cache_seconds: float = Field(default=60.0, ge=0)
+    aws_region: str = Field(default="us-east-1", description="Region of AWS services (SSM).")
+    catalog_git_token_secret: str | None = Field(
+        default=None, description="Secret path of the git catalog's HTTPS token."
+    )
+    platform_name: str = Field(default="PAO", description="system.platform_name in templates.")
+    public_url: str | None = Field(default=None, description="system.gateway_url in templates.")
+    jira_url: str | None = Field(default=None, description="JIRA base URL (system.jira_url).")
+    environments_file: Path | None = Field(
+        default=None, description="YAML: settings per target environment (the env scope)."
+    )
+    default_environment: str = Field(default="dev")
+
     relay_name: str = Field(default="main", description="Checkpoint and leader-lock name.")
     relay_batch_size: int = Field(default=2_000, ge=1)
     relay_poll_interval_ms: int = Field(default=10, ge=1)

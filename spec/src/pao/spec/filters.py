@@ -10,9 +10,16 @@ import re
 import unicodedata
 from typing import Any
 
+import regex
 import yaml
+from jinja2.exceptions import SecurityError
 
 _MAX_PATTERN = 500
+_REGEX_TIMEOUT = 0.05
+
+
+class TemplateLimitError(SecurityError):
+    """A template tried to exceed a limit (size, loop, time)."""
 
 
 def slug(value: Any, separator: str = "-") -> str:
@@ -56,10 +63,20 @@ def sha256(value: Any) -> str:
 
 
 def regex_replace(value: Any, pattern: str, replacement: str = "", count: int = 0) -> str:
-    """re.sub with a bounded pattern length."""
+    """re.sub, bounded: a pattern that backtracks without end is stopped after a short time.
+
+    The `regex` module is used because it can time out; a match in `re` cannot be interrupted.
+    """
     if len(pattern) > _MAX_PATTERN:
         raise ValueError(f"regex_replace: pattern longer than {_MAX_PATTERN} characters")
-    return re.sub(pattern, replacement, str(value), count=count)
+    try:
+        return regex.sub(pattern, replacement, str(value), count=count, timeout=_REGEX_TIMEOUT)
+    except TimeoutError:
+        raise TemplateLimitError(
+            f"regex_replace: {pattern!r} ran longer than {_REGEX_TIMEOUT * 1000:.0f} ms"
+        ) from None
+    except regex.error as exc:
+        raise ValueError(f"regex_replace: bad pattern {pattern!r}: {exc}") from None
 
 
 PAO_FILTERS = {

@@ -15,6 +15,9 @@ class Problem:
     file: str | None = None
     line: int | None = None
     column: int | None = None
+    #: for template problems: the position within the template itself
+    template_line: int | None = None
+    template_column: int | None = None
 
     def at(
         self, *, file: str | None = None, line: int | None = None, column: int | None = None
@@ -42,6 +45,8 @@ class Problem:
             "file": self.file,
             "line": self.line,
             "column": self.column,
+            "template_line": self.template_line,
+            "template_column": self.template_column,
         }
 
 

@@ -11,21 +11,24 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError, nodes
+from jinja2 import Template, TemplateError, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
 
-from pao.spec.variables import ENVIRONMENT
+from pao.spec.sandbox import ENVIRONMENT, MAX_OUTPUT, TemplateLimitError, deadline
 
 SECRET_MASK = "***"  # noqa: S105 - the mask, not a secret
 
 
 class RenderError(Exception):
-    """A template could not be rendered; names where."""
+    """A template could not be rendered; says where and why, never with a secret in it."""
 
-    def __init__(self, where: str, message: str) -> None:
+    def __init__(self, where: str, message: str, line: int | None = None) -> None:
         self.where = where
         self.message = message
+        self.line = line
         super().__init__(f"{where}: {message}")
 
 
@@ -48,51 +51,120 @@ def apply_defaults(form_schema: Mapping[str, Any], inputs: Mapping[str, Any]) ->
     return filled
 
 
-def _single_expression(source: str) -> bool:
+@lru_cache(maxsize=8_192)
+def _expression(source: str) -> Template | None:
+    """For a template that is one `{{ expression }}`, a template that stores the expression's
+    value (so it keeps its type); None for any other template."""
     stripped = source.strip()
     if not (stripped.startswith("{{") and stripped.endswith("}}")):
-        return False
+        return None
     try:
         body = ENVIRONMENT.parse(stripped).body
     except TemplateError:
-        return False
-    return (
+        return None
+    if not (
         len(body) == 1
         and isinstance(body[0], nodes.Output)
         and len(body[0].nodes) == 1
         and not isinstance(body[0].nodes[0], nodes.TemplateData)
-    )
+    ):
+        return None
+    # What jinja2's compile_expression builds, kept so the context need not be copied per call.
+    return ENVIRONMENT.from_string("{% set result = " + stripped[2:-2].strip() + " %}")
+
+
+@lru_cache(maxsize=8_192)
+def _template(source: str) -> Template:
+    return ENVIRONMENT.from_string(source)
+
+
+def _prepare(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables a render sees: the sandbox's globals, then the context's scopes."""
+    return {**ENVIRONMENT.globals, **context}
 
 
 def render_string(source: str, context: Mapping[str, Any], *, where: str = "template") -> Any:
-    """Render one template; a lone expression keeps its value's type."""
-    if "{" not in source:
-        return source
-    try:
-        if _single_expression(source):
-            expression = ENVIRONMENT.compile_expression(
-                source.strip()[2:-2].strip(), undefined_to_none=False
-            )
-            value = expression(**context)
-            if isinstance(value, bool | int | float) or value is None:
-                return value
-            return str(value) if not isinstance(value, list | dict) else value
-        return ENVIRONMENT.from_string(source).render(**context)
-    except TemplateError as exc:
-        raise RenderError(where, exc.message or str(exc)) from exc
-    except (ValueError, TypeError, ArithmeticError) as exc:
-        raise RenderError(where, str(exc)) from exc
+    """Render one template; a lone expression keeps its value's type (number, boolean, list)."""
+    with deadline():
+        return _render(source, _prepare(context), where)
 
 
 def render_value(value: Any, context: Mapping[str, Any], where: str) -> Any:
-    """Render every string inside a JSON-like value."""
+    """Render every string inside a JSON-like value (one deadline for all of them)."""
+    with deadline():
+        return _render_value(value, _prepare(context), where)
+
+
+def _render_value(value: Any, prepared: dict[str, Any], where: str) -> Any:
     if isinstance(value, str):
-        return render_string(value, context, where=where)
+        return _render(value, prepared, where)
     if isinstance(value, dict):
-        return {k: render_value(v, context, f"{where}/{k}") for k, v in value.items()}
+        return {k: _render_value(v, prepared, f"{where}/{k}") for k, v in value.items()}
     if isinstance(value, list):
-        return [render_value(v, context, f"{where}/{i}") for i, v in enumerate(value)]
+        return [_render_value(v, prepared, f"{where}/{i}") for i, v in enumerate(value)]
     return value
+
+
+def _render(source: str, prepared: dict[str, Any], where: str) -> Any:
+    if "{" not in source:
+        return source
+    try:
+        expression = _expression(source)
+        if expression is not None:
+            context = expression.new_context(prepared, shared=True)
+            for _ in expression.root_render_func(context):
+                pass
+            value = context.vars["result"]
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
+            if isinstance(value, bool | int | float | list | dict) or value is None:
+                return value
+            text = str(value)
+        else:
+            text = _bounded_render(_template(source), prepared)
+    except TemplateSyntaxError as exc:
+        raise RenderError(where, f"syntax error: {exc.message}", exc.lineno) from None
+    except UndefinedError as exc:
+        raise RenderError(where, f"undefined value: {exc.message}") from None
+    except (TemplateLimitError, SecurityError) as exc:
+        raise RenderError(where, f"refused by the sandbox: {exc}") from None
+    except TemplateError as exc:
+        raise RenderError(where, exc.message or type(exc).__name__) from None
+    except RecursionError:
+        raise RenderError(where, "refused by the sandbox: recursion too deep") from None
+    except (ValueError, TypeError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise RenderError(where, f"{type(exc).__name__}: {exc}") from None
+    if len(text) > MAX_OUTPUT:
+        raise RenderError(
+            where,
+            f"refused by the sandbox: output of {len(text)} characters; the limit is {MAX_OUTPUT}",
+        )
+    return text
+
+
+def _bounded_render(template: Template, prepared: dict[str, Any]) -> str:
+    size = 0
+    chunks = []
+    for chunk in template.root_render_func(template.new_context(prepared, shared=True)):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise TemplateLimitError(f"output beyond {MAX_OUTPUT} characters")
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
+SAMPLE_USER = {
+    "id": "developer",
+    "name": "Dev Eloper",
+    "email": "developer@example.com",
+    "teams": ["platform"],
+}
+SAMPLE_SYSTEM = {
+    "platform_name": "PAO",
+    "region": "us-east-1",
+    "jira_url": "https://jira",
+    "gateway_url": "https://pao",
+}
 
 
 def preview_context(
@@ -100,11 +172,17 @@ def preview_context(
     inputs: Mapping[str, Any],
     *,
     user: Mapping[str, Any] | None = None,
+    system: Mapping[str, Any] | None = None,
+    environments: Mapping[str, Mapping[str, Any]] | None = None,
+    default_environment: str = "dev",
     request_id: str = "req-preview",
+    correlation_id: str = "corr-preview",
 ) -> dict[str, Any]:
-    """A context for previews: sample user and request, placeholders for outputs, masked secrets."""
+    """A context for previews: the caller (or a sample user), placeholders for the outputs of
+    earlier actions, and every secret masked."""
     metadata = item["metadata"]
     filled = apply_defaults(item["form"]["schema"], inputs)
+    environment = str(filled.get("environment") or default_environment)
     outputs: dict[str, dict[str, Any]] = {}
     for action in item["fulfillment"]["actions"]:
         declared = (action.get(action["type"]) or {}).get("outputs") or []
@@ -113,20 +191,12 @@ def preview_context(
         )
         outputs[action["name"]] = {k: f"<{action['name']}.{k}>" for k in [*keys, *declared]}
     return {
-        "user": dict(
-            user
-            or {
-                "id": "developer",
-                "name": "Dev Eloper",
-                "email": "developer@example.com",
-                "teams": ["platform"],
-            }
-        ),
+        "user": dict(user or SAMPLE_USER),
         "request": {
             "id": request_id,
-            "correlation_id": "corr-preview",
+            "correlation_id": correlation_id,
             "created_at": datetime.now(UTC).isoformat(),
-            "environment": filled.get("environment", "dev"),
+            "environment": environment,
             "item_id": metadata["id"],
             "item_version": metadata["version"],
         },
@@ -134,13 +204,8 @@ def preview_context(
             k: metadata.get(k)
             for k in ("id", "name", "version", "category", "owner", "description", "tags")
         },
-        "system": {
-            "platform_name": "PAO",
-            "region": "us-east-1",
-            "jira_url": "https://jira",
-            "gateway_url": "https://pao",
-        },
-        "env": {},
+        "system": dict(system or SAMPLE_SYSTEM),
+        "env": dict((environments or {}).get(environment) or {}),
         "inputs": filled,
         "outputs": outputs,
         "secrets": {name: SECRET_MASK for name in (item.get("secrets") or {})},
@@ -150,12 +215,37 @@ def preview_context(
 def render_actions(item: Mapping[str, Any], context: Mapping[str, Any]) -> list[RenderedAction]:
     """Every action of an item rendered against `context`, in order."""
     rendered = []
-    for index, action in enumerate(item["fulfillment"]["actions"]):
-        where = f"/fulfillment/actions/{index}"
-        run = True
-        if "when" in action:
-            run = bool(render_string(action["when"], context, where=f"{where}/when"))
-        kind = action["type"]
-        spec = render_value(action[kind], context, f"{where}/{kind}")
-        rendered.append(RenderedAction(action["name"], kind, run, spec))
+    prepared = _prepare(context)
+    with deadline():
+        for index, action in enumerate(item["fulfillment"]["actions"]):
+            where = f"/fulfillment/actions/{index}"
+            run = True
+            if "when" in action:
+                run = bool(_render(action["when"], prepared, f"{where}/when"))
+            kind = action["type"]
+            spec = _render_value(action[kind], prepared, f"{where}/{kind}")
+            rendered.append(RenderedAction(action["name"], kind, run, spec))
     return rendered
+
+
+def redact_value(value: Any, secrets: list[str]) -> Any:
+    """A JSON-like value with every occurrence of a secret value in its strings replaced by ***."""
+    live = sorted((s for s in secrets if s), key=len, reverse=True)
+    if not live:
+        return value
+
+    def clean(text: str) -> str:
+        for secret in live:
+            text = text.replace(secret, SECRET_MASK)
+        return text
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return clean(v)
+        if isinstance(v, dict):
+            return {clean(str(k)): walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)

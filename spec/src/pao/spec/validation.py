@@ -76,23 +76,46 @@ def validate_text(text: str, file: str | None = None) -> DocumentReport:
                 pointer("kind"),
             )
         ]
-    report.problems = [document.place(p) for p in problems]
-    if report.problems and any(
-        p.rule == "template-syntax" or p.rule.startswith("template") for p in report.problems
-    ):
-        report.problems = [_template_line(document, p) for p in report.problems]
+    report.problems = [_place(document, p) for p in problems]
     return report
 
 
-def _template_line(document: Document, problem: Problem) -> Problem:
-    """Template problems carry the template's own line; make it the file's line."""
-    if not problem.rule.startswith("template") or problem.column != -1:
-        return problem
-    start, _ = document.locate(problem.pointer)
-    template_line = problem.line or 1
+def _place(document: Document, problem: Problem) -> Problem:
+    """File line and column of a problem; for a template, of the spot inside the template."""
+    if problem.template_line is None:
+        return document.place(problem)
+    start, column = document.locate(problem.pointer)
     block = document.value_style(problem.pointer) in ("|", ">")
-    line = (start or 1) + template_line - 1 + (1 if block else 0)
-    return Problem(problem.rule, problem.message, problem.pointer, problem.file, line, None)
+    line = (start or 1) + problem.template_line - 1 + (1 if block else 0)
+    text_lines = document.text.splitlines()
+    template = _value_at(document.data, problem.pointer)
+    if isinstance(template, str) and 0 < line <= len(text_lines):
+        template_row = (template.splitlines() or [""])[problem.template_line - 1 :][:1]
+        found = text_lines[line - 1].find(template_row[0]) if template_row else -1
+        if found >= 0:
+            column = found + (problem.template_column or 1)
+    return Problem(
+        problem.rule,
+        problem.message,
+        problem.pointer,
+        document.file,
+        line,
+        column,
+        problem.template_line,
+        problem.template_column,
+    )
+
+
+def _value_at(data: Any, json_pointer: str) -> Any:
+    for token in json_pointer.lstrip("/").split("/") if json_pointer else []:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(data, list) and token.isdigit() and int(token) < len(data):
+            data = data[int(token)]
+        elif isinstance(data, dict) and token in data:
+            data = data[token]
+        else:
+            return None
+    return data
 
 
 def _schema_problems(
@@ -233,14 +256,15 @@ def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Ite
         if "when" in action:
             yield from template_problems(action["when"], declared, pointer(*base, "when"))
         yield from _templates_in(action.get(kind), declared, (*base, kind))
-        outputs[name] = _declared_outputs(action)
+        outputs[name] = declared_outputs(action)
     fallback = fulfillment.get("fallback") or {}
     if "jira" in fallback:
         declared = Declarations(inputs=inputs, secrets=secrets, outputs=dict(outputs))
         yield from _templates_in(fallback["jira"], declared, ("fulfillment", "fallback", "jira"))
 
 
-def _declared_outputs(action: Mapping[str, Any]) -> frozenset[str]:
+def declared_outputs(action: Mapping[str, Any]) -> frozenset[str]:
+    """The outputs an action records: its type's own and those it declares."""
     kind = action["type"]
     spec = action.get(kind) or {}
     declared = spec.get("outputs") or []
@@ -261,16 +285,18 @@ def _templates_in(value: Any, declared: Declarations, path: tuple[Any, ...]) -> 
 
 
 def template_problems(source: str, declared: Declarations, at: str) -> Iterator[Problem]:
-    """Problems of one template; lines are the template's own (column -1 marks that)."""
+    """Problems of one template, positioned within the template."""
     parsed = parse_template(source)
     if parsed.syntax_error:
         yield Problem(
             "template-syntax",
             f"template syntax error: {parsed.syntax_error}",
             at,
-            line=parsed.error_line,
-            column=-1,
+            template_line=parsed.error_line,
+            template_column=parsed.error_column,
         )
         return
     for issue in resolve(parsed, declared):
-        yield Problem(issue.rule, issue.message, at, line=issue.line, column=-1)
+        yield Problem(
+            issue.rule, issue.message, at, template_line=issue.line, template_column=issue.column
+        )

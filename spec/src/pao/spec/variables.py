@@ -9,16 +9,15 @@ against earlier actions, `secrets` against the item's declared secrets.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace
 
-from pao.spec.filters import PAO_FILTERS
+from pao.spec.sandbox import ENVIRONMENT, MAX_LOOP_DEPTH
 
 #: Fields each fixed scope offers; `env` is free-form (per-environment settings from config).
 SCOPE_FIELDS: dict[str, frozenset[str] | None] = {
@@ -48,28 +47,13 @@ _ALLOWED_GLOBALS = frozenset(
 )
 
 
-def make_environment() -> ImmutableSandboxedEnvironment:
-    """The one Jinja2 environment PAO renders with: sandboxed, immutable, PAO's filters."""
-    from jinja2 import StrictUndefined
-
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
-    env.filters.update(PAO_FILTERS)
-    env.globals.clear()
-    env.globals.update({"range": range, "dict": dict, "namespace": Namespace})
-    return env
-
-
-ENVIRONMENT = make_environment()
-
-
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """A variable used by a template: its dotted path and the template line it is on."""
+    """A variable used by a template: its dotted path and where it is in the template."""
 
     path: tuple[str, ...]
     line: int
+    column: int = 1
 
     @property
     def dotted(self) -> str:
@@ -86,6 +70,9 @@ class ParsedTemplate:
     tests: tuple[tuple[str, int], ...] = ()
     syntax_error: str | None = None
     error_line: int | None = None
+    error_column: int | None = None
+    #: a limit the template breaks by its shape (too deeply nested loops)
+    limit_error: str | None = None
 
     @property
     def is_template(self) -> bool:
@@ -97,16 +84,64 @@ def parse_template(source: str) -> ParsedTemplate:
     """References, filters and tests of a template; a syntax error is reported, not raised."""
     if "{" not in source:
         return ParsedTemplate(source)
+    lines = source.splitlines() or [""]
     try:
         tree = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as exc:
-        return ParsedTemplate(source, syntax_error=exc.message or str(exc), error_line=exc.lineno)
+        message = exc.message or str(exc)
+        return ParsedTemplate(
+            source,
+            syntax_error=message,
+            error_line=exc.lineno,
+            error_column=_error_column(lines, exc.lineno, message),
+        )
     local_names = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    references: list[Reference] = []
-    _collect(tree, local_names, references)
-    filters = tuple((f.name, f.lineno) for f in tree.find_all(nodes.Filter))
+    found: list[Reference] = []
+    _collect(tree, local_names, found)
+    references = tuple(
+        Reference(r.path, r.line, _column(lines, r.line, r.dotted, r.path[0])) for r in found
+    )
+    filters = tuple((f.name, f.lineno) for f in _post_order(tree, nodes.Filter))
     tests = tuple((t.name, t.lineno) for t in tree.find_all(nodes.Test))
-    return ParsedTemplate(source, tuple(references), filters, tests)
+    depth = _loop_depth(tree)
+    limit = (
+        f"loops nested {depth} deep; the limit is {MAX_LOOP_DEPTH}"
+        if depth > MAX_LOOP_DEPTH
+        else None
+    )
+    return ParsedTemplate(source, references, filters, tests, limit_error=limit)
+
+
+def _post_order(node: nodes.Node, kind: type[nodes.Node]) -> Iterator[Any]:
+    """Nodes of a kind, inner before outer: filters in the order they apply."""
+    for child in node.iter_child_nodes():
+        yield from _post_order(child, kind)
+    if isinstance(node, kind):
+        yield node
+
+
+def _column(lines: list[str], line: int, text: str, fallback: str) -> int:
+    row = lines[line - 1] if 0 < line <= len(lines) else ""
+    at = row.find(text)
+    if at < 0:
+        at = row.find(fallback)
+    return at + 1 if at >= 0 else 1
+
+
+def _error_column(lines: list[str], line: int, message: str) -> int:
+    row = lines[line - 1] if 0 < line <= len(lines) else ""
+    token = re.search(r"unexpected '(.+?)'", message)
+    if token:
+        at = row.rfind(token.group(1))
+        if at >= 0:
+            return at + 1
+    opening = max(row.rfind("{{"), row.rfind("{%"))
+    return opening + 1 if opening >= 0 else 1
+
+
+def _loop_depth(node: nodes.Node, depth: int = 0) -> int:
+    here = depth + 1 if isinstance(node, nodes.For) else depth
+    return max([here, *(_loop_depth(child, here) for child in node.iter_child_nodes())])
 
 
 def _chain(node: nodes.Node) -> tuple[list[str], nodes.Node] | None:
@@ -197,15 +232,18 @@ class ResolutionIssue:
     rule: str
     message: str
     line: int
+    column: int | None = None
 
 
 def resolve(parsed: ParsedTemplate, declared: Declarations) -> list[ResolutionIssue]:
     """Every reference, filter and test of a parsed template that is not declared."""
     issues: list[ResolutionIssue] = []
+    if parsed.limit_error:
+        issues.append(ResolutionIssue("template-limits", parsed.limit_error, 1))
     for ref in parsed.references:
-        message = _check_reference(ref.path, declared)
+        message = check_reference(ref.path, declared)
         if message:
-            issues.append(ResolutionIssue("template-reference", message, ref.line))
+            issues.append(ResolutionIssue("template-reference", message, ref.line, ref.column))
     for name, line in parsed.filters:
         if name not in ENVIRONMENT.filters:
             issues.append(
@@ -227,7 +265,8 @@ def resolve(parsed: ParsedTemplate, declared: Declarations) -> list[ResolutionIs
     return issues
 
 
-def _check_reference(path: tuple[str, ...], declared: Declarations) -> str | None:
+def check_reference(path: tuple[str, ...], declared: Declarations) -> str | None:
+    """Why a reference does not resolve, or None when it does."""
     scope = path[0]
     if scope in _ALLOWED_GLOBALS:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -66,22 +67,24 @@ class GitSource:
         subpath: str = "",
         cache_dir: Path,
         token: str | None = None,
+        token_provider: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.url = url
         self.ref = ref
         self.subpath = subpath.strip("/")
         self.cache_dir = cache_dir
         self._token = token
+        self._token_provider = token_provider
         self._lock = asyncio.Lock()
 
     def describe(self) -> str:
         sub = f" ({self.subpath})" if self.subpath else ""
         return f"git:{self.url}@{self.ref}{sub}"
 
-    async def _git(self, *args: str, cwd: Path | None = None) -> str:
+    async def _git(self, *args: str, cwd: Path | None = None, token: str | None = None) -> str:
         config: list[str] = []
-        if self._token:
-            basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
+        if token:
+            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
             config = ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         proc = await asyncio.create_subprocess_exec(
@@ -108,8 +111,19 @@ class GitSource:
             if not (repo / ".git").exists():
                 repo.mkdir(parents=True, exist_ok=True)
                 await self._git("init", "--quiet", str(repo))
+            token = self._token
+            if token is None and self._token_provider is not None:
+                token = await self._token_provider()
             await self._git(
-                "fetch", "--quiet", "--depth", "1", "--force", self.url, self.ref, cwd=repo
+                "fetch",
+                "--quiet",
+                "--depth",
+                "1",
+                "--force",
+                self.url,
+                self.ref,
+                cwd=repo,
+                token=token,
             )
             await self._git("checkout", "--quiet", "--force", "--detach", "FETCH_HEAD", cwd=repo)
             await self._git("clean", "--quiet", "-fdx", cwd=repo)

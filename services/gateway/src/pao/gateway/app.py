@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
-from pao.gateway import catalog, health, identity, validation, webhooks
+from pao.gateway import catalog, health, identity, preview, validation, webhooks
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import (
     CATALOG,
@@ -45,7 +45,7 @@ def create_app(
         if readiness_checks is not None
         else default_readiness_checks(settings, pool, catalog_parts)
     )
-    for module in (health, identity, catalog, validation, webhooks):
+    for module in (health, identity, catalog, validation, preview, webhooks):
         app.add_routes(module.routes)
     return app
 

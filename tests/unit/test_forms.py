@@ -1,0 +1,78 @@
+"""Form descriptions and input validation: conditional fields, visibility, required-ness."""
+
+from __future__ import annotations
+
+import yaml
+
+from conftest import REPO
+from pao.spec.forms import describe_form, input_problems
+
+ITEMS = {p.stem: yaml.safe_load(p.read_text()) for p in (REPO / "catalog").glob("*/*.yaml")}
+
+
+def fields(item_id: str, inputs: dict) -> dict:
+    item = ITEMS[item_id]
+    described = describe_form(item["form"]["schema"], inputs, order=item["form"].get("order"))
+    return {f.name: f for f in described.fields}
+
+
+def test_fields_follow_the_declared_order() -> None:
+    item = ITEMS["postgresql-standard"]
+    described = describe_form(item["form"]["schema"], {}, order=item["form"]["order"])
+    assert [f.name for f in described.fields] == item["form"]["order"]
+
+
+def test_a_branch_only_field_appears_when_its_condition_holds() -> None:
+    assert fields("eks-application", {})["hostname"].visible is False
+    shown = fields("eks-application", {"ingress_enabled": True})["hostname"]
+    assert shown.visible is True
+    assert shown.required is True
+    assert shown.conditional is True
+
+
+def test_an_active_branch_tightens_constraints_and_requirements() -> None:
+    prod = fields("postgresql-standard", {"environment": "prod"})
+    assert prod["multi_az"].required is True
+    assert prod["multi_az"].constraints["const"] is True
+    assert prod["backup_retention_days"].constraints["minimum"] == 14
+    dev = fields("postgresql-standard", {"environment": "dev"})
+    assert dev["multi_az"].required is False
+    assert "const" not in dev["multi_az"].constraints
+
+
+def test_common_type_references_are_resolved_for_display() -> None:
+    environment = fields("postgresql-standard", {})["environment"]
+    assert environment.enum == ["dev", "staging", "prod"]
+    assert environment.type == "string"
+
+
+def test_input_problems_point_at_each_field() -> None:
+    form = ITEMS["parameterstore-standard"]["form"]["schema"]
+    problems = input_problems(
+        form,
+        {
+            "application": "X",
+            "environment": "qa",
+            "parameter_name": "p",
+            "parameter_type": "SecureString",
+            "value": "v",
+            "colour": "red",
+        },
+    )
+    pointers = sorted(p.pointer for p in problems)
+    assert pointers == [
+        "/inputs/application",
+        "/inputs/colour",
+        "/inputs/environment",
+        "/inputs/kms_key_alias",
+        "/inputs/value",
+    ]
+
+
+def test_every_example_is_complete() -> None:
+    for item in ITEMS.values():
+        if item.get("kind") != "CatalogItem":
+            continue
+        form = item["form"]["schema"]
+        for example in form["examples"]:
+            assert describe_form(form, example).complete
