@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def measure(item: dict, seconds: float) -> tuple[float, int]:
     example = item["form"]["schema"]["examples"][0]
-    templates = sum(1 for a in item["fulfillment"]["actions"]
-                    for _, t in templates_of(a[a["type"]]) if "{" in t)
+    templates = sum(
+        1 for a in item["fulfillment"]["actions"] for _, t in templates_of(a[a["type"]]) if "{" in t
+    )
     render_actions(item, preview_context(item, example))  # compile once
     count = 0
     deadline = time.perf_counter() + seconds
@@ -44,8 +45,10 @@ def main(seconds: float) -> None:
         if item.get("kind") != "CatalogItem":
             continue
         rate, templates = measure(item, seconds)
-        print(f"{item['metadata']['id']:<26} {len(item['fulfillment']['actions'])} action(s), "
-              f"{templates:>2} templates: {rate:,.0f} item renders/s")
+        print(
+            f"{item['metadata']['id']:<26} {len(item['fulfillment']['actions'])} action(s), "
+            f"{templates:>2} templates: {rate:,.0f} item renders/s"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("append.py", "relay.py", "coldstart.py", "catalog_load.py", "catalog_api.py"):
+for script in (
+    "append.py",
+    "relay.py",
+    "coldstart.py",
+    "catalog_load.py",
+    "catalog_api.py",
+    "render.py",
+):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

@@ -195,7 +195,7 @@ async def test_devctl_validates_remotely_with_the_same_verdict(
         BIN / "devctl", "validate", "catalog-item", "--remote", fixture, env=env
     )
     assert code == 1
-    assert f"{fixture}:28: inputs.cache_size is not a field" in err
+    assert f"{fixture}:28:61: inputs.cache_size is not a field" in err
 
 
 async def test_the_integration_script_checks_a_running_pao(gateway: str, tmp_path: Path) -> None:

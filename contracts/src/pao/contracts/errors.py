@@ -236,7 +236,9 @@ NO_CREDENTIALS = _register(
     "Run `pao up` (writes a local profile), pass --profile, or configure AWS credentials.",
 )
 BAD_INVOCATION = _register(
-    "PAO-CLI-004", 0, "Invalid command input",
+    "PAO-CLI-004",
+    0,
+    "Invalid command input",
     "Check the options and files given; `devctl COMMAND --help` shows them.",
 )
 BAD_RESPONSE = _register(
