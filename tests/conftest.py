@@ -25,6 +25,7 @@ from pao.shared.eventstore import EventStore
 from pao.shared.kafka import ensure_topics
 from pao.shared.keystore import KeyEntry, KeyStore
 from pao.shared.settings import Settings
+from pao.stack.runtime import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -60,7 +61,7 @@ async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         dsn = _with_database(server_dsn, name)
-        await migrate(dsn)
+        await migrate(dsn, MIGRATIONS)
         yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -221,3 +222,16 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def jira_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """An embedded JIRA server (jira820) for the session; yields its base URL."""
+    from pao.stack.jira import EmbeddedJira
+
+    jira = EmbeddedJira(tmp_path_factory.mktemp("jira"))
+    await jira.start()
+    try:
+        yield jira.base_url
+    finally:
+        await jira.stop()

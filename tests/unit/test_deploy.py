@@ -34,3 +34,10 @@ def test_the_dockerfile_builds_one_image_for_every_service() -> None:
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
     assert 'CMD ["pao", "serve", "gateway"]' in dockerfile
     assert "uv sync --frozen" in dockerfile
+
+
+def test_the_example_notification_routing_loads() -> None:
+    from pao.notification.routing import load_routing
+
+    routing = load_routing(REPO / "deploy" / "notifications.example.yaml")
+    assert set(routing.channels) == {"ops-webhook", "data-slack", "mail"}

@@ -156,6 +156,7 @@ class PaoClient:
         content_type: str = "application/json",
         params: dict[str, Any] | None = None,
         ok_statuses: tuple[int, ...] = (),
+        extra_headers: dict[str, str] | None = None,
     ) -> Any:
         """Send one signed call; a non-2xx answer (unless listed in ok_statuses) raises CliError.
 
@@ -163,7 +164,11 @@ class PaoClient:
         """
         url = httpx.URL(f"{self.target.endpoint}/api/v1{path}", params=params)
         payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        headers = {"Accept": "application/json", "X-Correlation-ID": str(uuid.uuid4())}
+        headers = {
+            "Accept": "application/json",
+            "X-Correlation-ID": str(uuid.uuid4()),
+            **(extra_headers or {}),
+        }
         if body is not None or raw is not None:
             headers["Content-Type"] = content_type
         headers = sign(self.target, method, str(url), payload, headers)
@@ -185,6 +190,31 @@ class PaoClient:
                 flush=True,
             )
         return self._decode(response, ok_statuses)
+
+    def stream_lines(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        """Lines of a streamed answer (server-sent events), signed like any call."""
+        url = httpx.URL(f"{self.target.endpoint}/api/v1{path}", params=params)
+        headers = sign(
+            self.target,
+            "GET",
+            str(url),
+            b"",
+            {"Accept": "text/event-stream", "X-Correlation-ID": str(uuid.uuid4())},
+        )
+        try:
+            with self._http.stream(
+                "GET", url, headers=headers, timeout=httpx.Timeout(DEFAULT_TIMEOUT, read=None)
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    self._decode(response, ())
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise CliError(
+                codes.GATEWAY_UNREACHABLE.code,
+                f"lost the stream from {self.target.endpoint}: {type(exc).__name__}",
+                codes.GATEWAY_UNREACHABLE.suggestion,
+            ) from exc
 
     @staticmethod
     def _decode(response: httpx.Response, ok_statuses: tuple[int, ...]) -> Any:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from pao.devctl import catalog, preview, templates, validate
+from pao.devctl import catalog, preview, requests, templates, validate
 from pao.devctl.context import Globals, call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.output import OutputFormat, emit, err_console
@@ -29,6 +29,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(validate.app, name="validate")
 app.add_typer(templates.app, name="test")
 app.add_typer(preview.app, name="preview")
+app.add_typer(requests.app, name="request")
 
 
 def client_version() -> str:

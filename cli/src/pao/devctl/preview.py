@@ -139,7 +139,8 @@ def _ask(field: dict[str, Any], current: Any) -> Any:
         err_console.print(f"  {problem}", style="red", markup=False)
 
 
-def _fill(ctx: typer.Context, item: str, inputs: dict[str, Any]) -> dict[str, Any]:
+def fill_form(ctx: typer.Context, item: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Ask each visible field until the form is complete; conditions are re-evaluated."""
     asked: set[str] = set()
     for _ in range(_MAX_ROUNDS):
         form = call(ctx, "POST", "/preview/form", body={"item_id": item, "inputs": inputs})
@@ -200,7 +201,7 @@ def form(
             call(ctx, "POST", "/preview/form", body={"item_id": item, "inputs": inputs}), g.output
         )
         return
-    filled = _fill(ctx, item, inputs)
+    filled = fill_form(ctx, item, inputs)
     target = save or Path(f"{item}-inputs.yaml")
     dump_inputs(filled, target)
     console.print(

@@ -202,6 +202,26 @@ INVALID_QUERY = _register(
     "Fix the parameter named in details.",
 )
 
+# REQ: requests.
+REQUEST_NOT_FOUND = _register(
+    "PAO-REQ-001",
+    404,
+    "No such request",
+    "List your requests with `devctl request list`.",
+)
+REQUEST_STATE_CONFLICT = _register(
+    "PAO-REQ-002",
+    409,
+    "The request's state does not allow this",
+    "Check the request's status with `devctl request status ID`.",
+)
+IDEMPOTENCY_KEY_REUSED = _register(
+    "PAO-REQ-003",
+    422,
+    "Idempotency-Key already used for a different request",
+    "Use a new Idempotency-Key for a different request body.",
+)
+
 # VAL: validating items, requests and templates.
 INVALID_ITEM_FILE = _register(
     "PAO-VAL-001",
@@ -240,6 +260,10 @@ BAD_INVOCATION = _register(
     0,
     "Invalid command input",
     "Check the options and files given; `devctl COMMAND --help` shows them.",
+)
+WAIT_TIMED_OUT = _register(
+    "PAO-CLI-005", 0, "Gave up waiting",
+    "The request goes on; follow it with `devctl request status ID --watch`.",
 )
 BAD_RESPONSE = _register(
     "PAO-CLI-003",

@@ -110,6 +110,174 @@ class CatalogRefreshFailed(Event):
     problems: list[dict[str, Any]]
 
 
+# --- requests (stream `request-<request_id>`) ---------------------------------------------------
+
+
+class Requester(BaseModel):
+    """Who asked: their user id, name, e-mail and teams at the time of the request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str | None = None
+    email: str | None = None
+    teams: list[str] = []
+
+
+class RequestSubmitted(Event):
+    """A developer asked for a catalog item; the item's definition is pinned at this version."""
+
+    event_type: ClassVar[str] = "RequestSubmitted"
+    request_id: str
+    item_id: str
+    item_version: str
+    item_name: str
+    owner_team: str
+    item: dict[str, Any]
+    inputs: dict[str, Any]
+    resolved_inputs: dict[str, Any]
+    environment: str
+    requester: Requester
+    idempotency_key: str | None = None
+
+
+class ActionStarted(Event):
+    """The fulfilment began an action (or an attempt of it)."""
+
+    event_type: ClassVar[str] = "ActionStarted"
+    request_id: str
+    action: str
+    action_type: str
+    attempt: int
+    spec: dict[str, Any]
+
+
+class ActionAwaitingManual(Event):
+    """A manual step is open (a JIRA issue) and PAO now waits for people to finish it."""
+
+    event_type: ClassVar[str] = "ActionAwaitingManual"
+    request_id: str
+    action: str
+    system: str
+    key: str
+    url: str
+
+
+class ActionSucceeded(Event):
+    """An action finished; its outputs are available to later actions."""
+
+    event_type: ClassVar[str] = "ActionSucceeded"
+    request_id: str
+    action: str
+    outputs: dict[str, Any]
+
+
+class ActionSkipped(Event):
+    """An action's `when` condition was false."""
+
+    event_type: ClassVar[str] = "ActionSkipped"
+    request_id: str
+    action: str
+    reason: str
+
+
+class ActionRetryScheduled(Event):
+    """A transient failure; the action runs again at `next_attempt_at`."""
+
+    event_type: ClassVar[str] = "ActionRetryScheduled"
+    request_id: str
+    action: str
+    attempt: int
+    error: str
+    next_attempt_at: str
+
+
+class ActionFailed(Event):
+    """An action failed for good (a rejection, a permanent error, or retries used up)."""
+
+    event_type: ClassVar[str] = "ActionFailed"
+    request_id: str
+    action: str
+    error: str
+    attempts: int
+
+
+class ManualTicketUpdated(Event):
+    """PAO wrote to a manual step's ticket: a comment, and for escalations a new priority."""
+
+    event_type: ClassVar[str] = "ManualTicketUpdated"
+    request_id: str
+    action: str
+    key: str
+    comment: str
+    priority: str | None = None
+
+
+class RequestCompleted(Event):
+    """Every action succeeded (or was skipped)."""
+
+    event_type: ClassVar[str] = "RequestCompleted"
+    request_id: str
+    outputs: dict[str, dict[str, Any]]
+
+
+class RequestFailed(Event):
+    """An action failed for good; the request stops until retried."""
+
+    event_type: ClassVar[str] = "RequestFailed"
+    request_id: str
+    action: str
+    error: str
+
+
+class RequestRetried(Event):
+    """Someone asked to run the failed actions again; succeeded ones are not repeated."""
+
+    event_type: ClassVar[str] = "RequestRetried"
+    request_id: str
+    by: str
+    actions: list[str]
+
+
+class RequestAborted(Event):
+    """Someone stopped the request; no further action runs."""
+
+    event_type: ClassVar[str] = "RequestAborted"
+    request_id: str
+    by: str
+    reason: str
+
+
+class RequestEscalated(Event):
+    """Someone escalated the request to the owning team, at a new level."""
+
+    event_type: ClassVar[str] = "RequestEscalated"
+    request_id: str
+    by: str
+    reason: str
+    urgency: str
+    level: int
+
+
+REQUEST_EVENTS: dict[str, type[Event]] = {
+    cls.event_type: cls
+    for cls in (
+        RequestSubmitted,
+        ActionStarted,
+        ActionAwaitingManual,
+        ActionSucceeded,
+        ActionSkipped,
+        ActionRetryScheduled,
+        ActionFailed,
+        ManualTicketUpdated,
+        RequestCompleted,
+        RequestFailed,
+        RequestRetried,
+        RequestAborted,
+        RequestEscalated,
+    )
+}
+
 CATALOG_EVENTS: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (
@@ -123,7 +291,7 @@ CATALOG_EVENTS: dict[str, type[Event]] = {
     )
 }
 
-ALL_EVENTS: dict[str, type[Event]] = {**CATALOG_EVENTS}
+ALL_EVENTS: dict[str, type[Event]] = {**CATALOG_EVENTS, **REQUEST_EVENTS}
 
 
 def decode(envelope: EventEnvelope) -> Event:

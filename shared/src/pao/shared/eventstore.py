@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
@@ -213,3 +214,43 @@ class EventStore:
         """The highest committed global position, 0 for an empty store."""
         async with self._pool.acquire() as conn:
             return int(await conn.fetchval("SELECT coalesce(max(global_position), 0) FROM events"))
+
+
+# Commit-safe order: only rows whose transaction is older than every transaction still running,
+# in (transaction id, position) order. See pao.shared.relay for why this never skips a row.
+_COMMITTED_SQL = """
+SELECT transaction_id::text AS txid, global_position, event_id, stream_id, stream_version,
+       event_type, schema_version, occurred_at, correlation_id, causation_id, actor, data
+FROM events
+WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND ($4::text IS NULL OR stream_id LIKE $4)
+ORDER BY transaction_id, global_position
+LIMIT $3
+"""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Checkpoint:
+    """A place in the commit-safe order of the store."""
+
+    transaction_id: int = 0
+    global_position: int = 0
+
+
+async def read_committed(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    after: Checkpoint,
+    limit: int,
+    *,
+    stream_prefix: str | None = None,
+) -> list[tuple[Checkpoint, EventEnvelope]]:
+    """Events after `after` in commit-safe order, each with its checkpoint."""
+    rows = await conn.fetch(
+        _COMMITTED_SQL,
+        str(after.transaction_id),
+        after.global_position,
+        limit,
+        f"{stream_prefix}%" if stream_prefix else None,
+    )
+    return [(Checkpoint(int(r["txid"]), r["global_position"]), envelope_from_row(r)) for r in rows]

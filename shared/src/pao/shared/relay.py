@@ -16,7 +16,6 @@ import json
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -24,19 +23,9 @@ from aiokafka import AIOKafkaProducer
 
 from pao.contracts.envelope import EventEnvelope
 from pao.contracts.topics import topic_for_stream
-from pao.shared.eventstore import envelope_from_row
+from pao.shared.eventstore import Checkpoint, read_committed
 
 log = structlog.get_logger(__name__)
-
-_BATCH_SQL = """
-SELECT transaction_id::text AS txid, global_position, event_id, stream_id, stream_version,
-       event_type, schema_version, occurred_at, correlation_id, causation_id, actor, data
-FROM events
-WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY transaction_id, global_position
-LIMIT $3
-"""
 
 _SAVE_CHECKPOINT_SQL = """
 INSERT INTO relay_checkpoints (name, transaction_id, global_position, updated_at)
@@ -46,14 +35,6 @@ SET transaction_id = EXCLUDED.transaction_id,
     global_position = EXCLUDED.global_position,
     updated_at = now()
 """
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Checkpoint:
-    """How far a relay has published, in relay order."""
-
-    transaction_id: int
-    global_position: int
 
 
 def encode_envelope(event: EventEnvelope) -> bytes:
@@ -121,15 +102,10 @@ class Relay:
     async def publish_batch(self) -> int:
         """Publish the next batch, then save the checkpoint; return how many events went out."""
         self.polls += 1
-        rows = await self._pool.fetch(
-            _BATCH_SQL,
-            str(self.checkpoint.transaction_id),
-            self.checkpoint.global_position,
-            self._batch_size,
-        )
-        if not rows:
+        read = await read_committed(self._pool, self.checkpoint, self._batch_size)
+        if not read:
             return 0
-        events = [envelope_from_row(r) for r in rows]
+        events = [event for _, event in read]
         sends = [
             await self._producer.send(
                 topic_for_stream(e.stream_id),
@@ -140,8 +116,7 @@ class Relay:
             for e in events
         ]
         await asyncio.gather(*sends)
-        last = rows[-1]
-        checkpoint = Checkpoint(int(last["txid"]), last["global_position"])
+        checkpoint = read[-1][0]
         await self._pool.execute(
             _SAVE_CHECKPOINT_SQL,
             self.name,

@@ -71,6 +71,22 @@ class Settings(BaseSettings):
     )
     default_environment: str = Field(default="dev")
 
+    jira_username: str | None = Field(default=None, description="JIRA user (basic auth).")
+    jira_token: str | None = Field(default=None, description="JIRA API token or password.")
+    jira_token_secret: str | None = Field(default=None, description="Secret path of the token.")
+    jira_poll_seconds: float | None = Field(
+        default=None, description="Poll every JIRA issue this often (overrides the items')."
+    )
+    jira_default_poll_seconds: float = Field(default=60.0, gt=0)
+    jira_correlation_field: str | None = Field(
+        default="customfield_10200", description="JIRA custom field holding the correlation id."
+    )
+    fulfillment_concurrency: int = Field(default=8, ge=1, le=256)
+    breaker_threshold: int = Field(default=5, ge=1, description="Failures that open a breaker.")
+    breaker_seconds: float = Field(default=30.0, gt=0, description="How long a breaker stays open.")
+    terraform_binary: str = Field(default="terraform")
+    notifications_file: Path | None = Field(default=None, description="Notification routing YAML.")
+
     relay_name: str = Field(default="main", description="Checkpoint and leader-lock name.")
     relay_batch_size: int = Field(default=2_000, ge=1)
     relay_poll_interval_ms: int = Field(default=10, ge=1)

@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
-from pao.gateway import catalog, health, identity, preview, validation, webhooks
+from pao.gateway import catalog, health, identity, preview, requests, validation, webhooks
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import (
     CATALOG,
@@ -16,6 +16,7 @@ from pao.gateway.resources import (
     POOL,
     READINESS_CHECKS,
     SETTINGS,
+    STORE,
     ReadinessCheck,
 )
 from pao.shared.kafka import broker_reachable
@@ -40,12 +41,13 @@ def create_app(
     app[KEYS] = keys
     app[POOL] = pool
     app[CATALOG] = catalog_parts
+    app[STORE] = catalog_parts.store
     app[READINESS_CHECKS] = (
         list(readiness_checks)
         if readiness_checks is not None
         else default_readiness_checks(settings, pool, catalog_parts)
     )
-    for module in (health, identity, catalog, validation, preview, webhooks):
+    for module in (health, identity, catalog, validation, preview, requests, webhooks):
         app.add_routes(module.routes)
     return app
 

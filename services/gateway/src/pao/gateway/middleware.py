@@ -85,7 +85,8 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
     except Exception:
         log.exception("unhandled error", method=request.method, path=request.path)
         response = error_response(PaoError(errors.INTERNAL), correlation_id)
-    response.headers["X-Correlation-ID"] = correlation_id
+    if not response.prepared:  # a stream sets it before its headers go out
+        response.headers["X-Correlation-ID"] = correlation_id
     identity: Identity | None = request.get(IDENTITY)
     log.info(
         "request",

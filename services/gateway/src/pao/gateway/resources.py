@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
+from pao.shared.eventstore import EventStore
 from pao.shared.keystore import Identity, KeyStore
 from pao.shared.settings import Settings
 
@@ -26,6 +27,7 @@ KEYS = web.AppKey("keys", KeyStore)
 POOL = web.AppKey("pool", asyncpg.Pool)
 READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
 CATALOG = web.AppKey("catalog", CatalogParts)
+STORE = web.AppKey("store", EventStore)
 
 IDENTITY = web.RequestKey("identity", Identity)
 CORRELATION_ID = web.RequestKey("correlation_id", str)

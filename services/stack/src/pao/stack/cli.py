@@ -25,8 +25,9 @@ from pao.shared.logs import configure_logging
 from pao.shared.settings import Settings
 from pao.stack.broker import EmbeddedBroker
 from pao.stack.devkey import load_or_create_dev_key
+from pao.stack.jira import EmbeddedJira
 from pao.stack.postgres import EmbeddedPostgres
-from pao.stack.runtime import SERVICES, Running, run_services
+from pao.stack.runtime import MIGRATIONS, SERVICES, Running, run_services
 
 app = typer.Typer(
     name="pao",
@@ -99,6 +100,7 @@ async def _up(settings: Settings) -> None:
     stack_file = data_dir / "stack.json"
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
+    jira: EmbeddedJira | None = None
     components: dict[str, dict[str, object]] = {}
     try:
         if settings.database_url:
@@ -113,6 +115,20 @@ async def _up(settings: Settings) -> None:
                 "embedded": True,
                 "pid": postgres.pid,
             }
+        if settings.jira_url:
+            components["jira"] = {"address": settings.jira_url, "embedded": False}
+        else:
+            _say("starting JIRA (jira820, embedded) ...")
+            jira = EmbeddedJira(data_dir, persist=data_dir / "jira.json")
+            jira_url = await jira.start()
+            components["jira"] = {"address": jira_url, "embedded": True, "pid": jira.pid}
+            # A local JIRA is driven by hand: look at its issues often.
+            settings = settings.model_copy(
+                update={
+                    "jira_url": jira_url,
+                    "jira_poll_seconds": settings.jira_poll_seconds or 3.0,
+                }
+            )
         if settings.kafka_bootstrap:
             bootstrap = settings.kafka_bootstrap
             components["kafka"] = {"address": bootstrap, "embedded": False}
@@ -131,7 +147,7 @@ async def _up(settings: Settings) -> None:
         )
         if stop.is_set():
             return
-        applied = await migrate(database_url)
+        applied = await migrate(database_url, MIGRATIONS)
         if applied:
             _say(f"applied {len(applied)} migration(s)")
         await ensure_topics(settings, ALL_TOPICS)
@@ -156,6 +172,7 @@ async def _up(settings: Settings) -> None:
                 "gateway": gateway,
                 "database": database_url,
                 "kafka": bootstrap,
+                "jira": settings.jira_url,
                 "profile": PROFILE_NAME,
                 "profile_file": str(profile_path),
                 "pid": os.getpid(),
@@ -180,6 +197,8 @@ async def _up(settings: Settings) -> None:
         _say("stopping ...")
         with contextlib.suppress(FileNotFoundError):
             stack_file.unlink()
+        if jira is not None:
+            await jira.stop()
         if broker is not None:
             await broker.stop()
         if postgres is not None:
@@ -197,6 +216,7 @@ def _banner(stack: dict[str, object], seconds: float, data_dir: Path) -> None:
         f"  gateway   {stack['gateway']}",
         f"  database  {stack['database']}",
         f"  kafka     {stack['kafka']}",
+        f"  jira      {stack['jira']}",
         f"  services  {', '.join(stack['services'])}",  # type: ignore[arg-type]
         f"  state     {data_dir} (stack.json lists every address)",
         f"  devctl    profile '{stack['profile']}' in {stack['profile_file']}",
@@ -245,8 +265,39 @@ def migrate_cmd() -> None:
     if not settings.database_url:
         _fail("set PAO_DATABASE_URL")
     assert settings.database_url
-    applied = asyncio.run(migrate(settings.database_url))
+    applied = asyncio.run(migrate(settings.database_url, MIGRATIONS))
     typer.echo(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m}" for m in applied))
+
+
+projections_app = typer.Typer(help="Manage the read models.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild() -> None:
+    """Empty the request read models and replay every event from position 0."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.database_url:
+        _fail("set PAO_DATABASE_URL")
+    assert settings.database_url
+    from pao.request.projection import rebuild
+
+    async def run() -> int:
+        from pao.shared.database import create_pool
+
+        pool = await create_pool(settings.database_url or "", min_size=1, max_size=2)
+        try:
+            return await rebuild(pool)
+        finally:
+            await pool.close()
+
+    started = time.monotonic()
+    applied = asyncio.run(run())
+    typer.echo(
+        f"rebuilt the request read models from {applied} event(s) in "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
 
 def main() -> None:

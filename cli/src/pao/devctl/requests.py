@@ -1,0 +1,375 @@
+"""`devctl request`: submit a request, follow it, retry, abort or escalate it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pao.devctl.context import call, globals_of
+from pao.devctl.errors import CliError
+from pao.devctl.inputs import load_inputs
+from pao.devctl.output import OutputFormat, console, emit, err_console
+
+app = typer.Typer(help="Request services and follow them.", no_args_is_help=True)
+
+TERMINAL = ("completed", "failed", "aborted")
+_POLL = 1.0
+
+
+def _action_line(action: dict[str, Any]) -> str:
+    outputs = action.get("outputs") or {}
+    extra = f" {outputs['key']} {outputs.get('url', '')}".rstrip() if outputs.get("key") else ""
+    error = f" ({action['error']})" if action.get("error") else ""
+    return f"{action['name']}: {action['status']}{extra}{error}"
+
+
+def _follow(ctx: typer.Context, request_id: str, *, timeout: float | None) -> dict[str, Any]:
+    """Print each change of the request's status until it ends; return the last status."""
+    seen: tuple[Any, ...] | None = None
+    deadline = time.monotonic() + timeout if timeout else None
+    quiet = globals_of(ctx).output is not OutputFormat.table
+    while True:
+        status = call(ctx, "GET", f"/requests/{request_id}/status")
+        shape = (
+            status["status"],
+            status["escalation_level"],
+            tuple(_action_line(a) for a in status["actions"]),
+        )
+        if shape != seen and not quiet:
+            progress = status["progress"]
+            err_console.print(
+                f"{time.strftime('%H:%M:%S')} {status['status']} "
+                f"[{progress['done']}/{progress['total']}] " + "; ".join(shape[2]),
+                markup=False,
+                highlight=False,
+            )
+            seen = shape
+        if status["status"] in TERMINAL:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise CliError(
+                "PAO-CLI-005",
+                f"request {request_id} still {status['status']} after {timeout:.0f} s",
+                f"Follow it with `devctl request status {request_id} --watch`.",
+                exit_code=3,
+            )
+        time.sleep(_POLL)
+
+
+def _finish(ctx: typer.Context, status: dict[str, Any]) -> None:
+    g = globals_of(ctx)
+    if g.output is not OutputFormat.table:
+        emit(status, g.output)
+    else:
+        console.print(
+            f"request {status['request_id']} {status['status']}"
+            + (f": {status['last_error']}" if status.get("last_error") else ""),
+            markup=False,
+            highlight=False,
+        )
+    if status["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@app.command("submit")
+def submit(
+    ctx: typer.Context,
+    item: Annotated[str, typer.Argument(help="The catalog item id.")],
+    assignments: Annotated[
+        list[str] | None, typer.Option("--set", help="An input as name=value (repeatable).")
+    ] = None,
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option("--inputs", "-i", help="Inputs (YAML or JSON).", exists=True, dir_okay=False),
+    ] = None,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", help="Ask for each field of the form first.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Follow the request until it ends; exit 0 only if it completes."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --wait: give up after this many seconds (exit 3).")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key", help="Repeat a submit safely [default: a new key per call]."
+        ),
+    ] = None,
+) -> None:
+    """Request a catalog item. (POST /api/v1/requests)"""
+    inputs = load_inputs(inputs_file, assignments)
+    if interactive:
+        from pao.devctl.preview import fill_form
+
+        inputs = fill_form(ctx, item, inputs)
+    key = idempotency_key or str(uuid.uuid4())
+    client = globals_of(ctx).client()
+    try:
+        answer = client.request(
+            "POST",
+            "/requests",
+            body={"item_id": item, "inputs": inputs},
+            extra_headers={"Idempotency-Key": key},
+        )
+    finally:
+        client.close()
+    g = globals_of(ctx)
+    if not wait:
+        if g.output is not OutputFormat.table:
+            emit(answer, g.output)
+        else:
+            console.print(
+                f"request {answer['request_id']} {answer['status']} "
+                f"({item} {answer['item_version']})",
+                markup=False,
+                highlight=False,
+            )
+            console.print(
+                f"follow it: devctl request status {answer['request_id']} --watch",
+                markup=False,
+                highlight=False,
+            )
+        return
+    if g.output is OutputFormat.table:
+        err_console.print(
+            f"request {answer['request_id']} submitted; waiting ...", markup=False, highlight=False
+        )
+    _finish(ctx, _follow(ctx, answer["request_id"], timeout=timeout))
+
+
+@app.command("list")
+def list_requests(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    item: Annotated[str | None, typer.Option(help="Only this catalog item.")] = None,
+    requester: Annotated[str | None, typer.Option(help="Only this requester.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only items owned by this team.")] = None,
+    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601).")] = None,
+    sort: Annotated[
+        str, typer.Option(help="created_at, -created_at, updated_at, -updated_at, status.")
+    ] = "-created_at",
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """List the requests you may see. (GET /api/v1/requests)"""
+    params = {
+        k: v
+        for k, v in {
+            "status": status,
+            "item_id": item,
+            "requester": requester,
+            "team": team,
+            "created_after": since,
+            "created_before": until,
+            "sort": sort,
+            "limit": limit,
+            "offset": offset,
+        }.items()
+        if v is not None
+    }
+    page = call(ctx, "GET", "/requests", params=params)
+    g = globals_of(ctx)
+    if g.output is not OutputFormat.table:
+        emit(page, g.output)
+        return
+    emit(
+        page,
+        g.output,
+        title=f"{len(page['requests'])} of {page['total']} request(s)",
+        columns=["request", "item", "status", "requester", "created", "escalated"],
+        rows=[
+            (
+                r["request_id"],
+                r["item_id"],
+                r["status"],
+                r["requester"],
+                r["created_at"][:19],
+                r["escalation_level"] or "",
+            )
+            for r in page["requests"]
+        ],
+    )
+
+
+@app.command("get")
+def get(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> None:
+    """Everything about a request: inputs, actions and outputs, escalations."""
+    found = call(ctx, "GET", f"/requests/{request_id}")
+    g = globals_of(ctx)
+    if g.output is not OutputFormat.table:
+        emit(found, g.output)
+        return
+    emit(
+        {
+            k: found.get(k)
+            for k in (
+                "request_id",
+                "item_id",
+                "item_version",
+                "status",
+                "requester",
+                "environment",
+                "created_at",
+                "finished_at",
+                "escalation_level",
+                "last_error",
+                "inputs",
+            )
+        },
+        g.output,
+    )
+    emit(
+        None,
+        g.output,
+        title="actions",
+        columns=["action", "type", "status", "attempts", "outputs", "error"],
+        rows=[
+            (a["name"], a["type"], a["status"], a["attempts"], a["outputs"], a["error"])
+            for a in found["actions"]
+        ],
+    )
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument()],
+    watch: Annotated[bool, typer.Option("--watch", help="Follow until the request ends.")] = False,
+) -> None:
+    """The request's status and each action's progress; exit 1 unless completed with --watch."""
+    if watch:
+        _finish(ctx, _follow(ctx, request_id, timeout=None))
+        return
+    current = call(ctx, "GET", f"/requests/{request_id}/status")
+    g = globals_of(ctx)
+    if g.output is not OutputFormat.table:
+        emit(current, g.output)
+        return
+    progress = current["progress"]
+    console.print(
+        f"{current['request_id']}: {current['status']} "
+        f"[{progress['done']}/{progress['total']}]"
+        + (f", escalated (level {current['escalation_level']})" if current["escalated"] else ""),
+        markup=False,
+        highlight=False,
+    )
+    for action in current["actions"]:
+        console.print("  " + _action_line(action), markup=False, highlight=False)
+
+
+def _print_entry(entry: dict[str, Any], fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.json:
+        console.print(json.dumps(entry), markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(
+            f"{entry['at'][:19]} {entry['level']:<7} {entry['message']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument()],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new entries until it ends.")
+    ] = False,
+) -> None:
+    """The request's log, in order. (GET /requests/{id}/logs[?follow=true])"""
+    g = globals_of(ctx)
+    if not follow:
+        answer = call(ctx, "GET", f"/requests/{request_id}/logs")
+        if g.output is OutputFormat.yaml:
+            emit(answer, g.output)
+            return
+        for entry in answer["entries"]:
+            _print_entry(entry, g.output)
+        return
+    client = g.client()
+    try:
+        event = None
+        for line in client.stream_lines(f"/requests/{request_id}/logs", params={"follow": "true"}):
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                if event == "end":
+                    console.print(f"-- request {data['status']}", markup=False)
+                    return
+                _print_entry(data, g.output)
+    finally:
+        client.close()
+
+
+@app.command("retry")
+def retry(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> None:
+    """Run a failed request's failed actions again (succeeded ones are kept)."""
+    answer = call(ctx, "POST", f"/requests/{request_id}/retry", body={})
+    _done(ctx, answer, f"retrying {', '.join(answer['retried'])}")
+
+
+@app.command("abort")
+def abort(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why; written on its tickets.")] = "aborted by the "
+    "requester",
+) -> None:
+    """Stop a request; no further action runs and its tickets are told."""
+    answer = call(ctx, "POST", f"/requests/{request_id}/abort", body={"reason": reason})
+    _done(ctx, answer, "aborted")
+
+
+@app.command("escalate")
+def escalate(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why it needs attention.")],
+    urgency: Annotated[str, typer.Option(help="low, normal, high or critical.")] = "high",
+) -> None:
+    """Escalate to the owning team: ticket priority raised, team told."""
+    answer = call(
+        ctx, "POST", f"/requests/{request_id}/escalate", body={"reason": reason, "urgency": urgency}
+    )
+    _done(ctx, answer, f"escalated to level {answer['level']} ({answer['urgency']})")
+
+
+@app.command("escalation")
+def escalation(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> None:
+    """The request's escalation level and history."""
+    answer = call(ctx, "GET", f"/requests/{request_id}/escalation")
+    g = globals_of(ctx)
+    if g.output is not OutputFormat.table:
+        emit(answer, g.output)
+        return
+    console.print(f"level {answer['level']}", markup=False)
+    emit(
+        None,
+        g.output,
+        columns=["level", "urgency", "by", "at", "reason"],
+        rows=[
+            (e["level"], e["urgency"], e["by"], e["at"][:19], e["reason"])
+            for e in answer["history"]
+        ],
+    )
+
+
+def _done(ctx: typer.Context, answer: dict[str, Any], text: str) -> None:
+    g = globals_of(ctx)
+    if g.output is not OutputFormat.table:
+        emit(answer, g.output)
+    else:
+        console.print(f"request {answer['request_id']}: {text}", markup=False, highlight=False)

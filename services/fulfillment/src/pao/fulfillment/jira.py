@@ -1,0 +1,247 @@
+"""A JIRA REST v2 client: the issues manual actions file, follow and close."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+_ISSUE_FIELDS = "summary,status,priority,labels,description"
+_COMMENT_PAGE = 100
+
+
+class JiraError(Exception):
+    """A JIRA call that failed; `transient` says whether trying again later may succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class JiraIssue:
+    """What PAO needs to know about one issue."""
+
+    key: str
+    id: str
+    url: str
+    summary: str
+    status: str
+    status_category: str
+    priority: str | None
+    labels: tuple[str, ...]
+    description: str | None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header, given either as seconds or as an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _error_details(body: bytes) -> str:
+    """Jira's errorMessages and field errors, or the start of whatever else it answered."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace").strip()[:300]
+    if not isinstance(payload, dict):
+        return str(payload)[:300]
+    parts = [str(m) for m in payload.get("errorMessages") or []]
+    errors = payload.get("errors") or {}
+    if isinstance(errors, dict):
+        parts += [f"{field}: {text}" for field, text in errors.items()]
+    return "; ".join(parts) or str(payload)[:300]
+
+
+def _jql_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+class JiraClient:
+    """Calls one JIRA server's REST v2 API over a shared aiohttp session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession,
+        username: str | None = None,
+        token: str | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = {"Accept": "application/json"}
+        if username and token:
+            credentials = base64.b64encode(f"{username}:{token}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {credentials}"
+        elif token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def browse_url(self, key: str) -> str:
+        """The issue's page for people."""
+        return f"{self.base_url}/browse/{key}"
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        url = f"{self.base_url}{path}"
+        what = f"JIRA {method} {path}"
+        try:
+            async with self._session.request(
+                method,
+                url,
+                json=body,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+            ) as response:
+                payload = await response.read()
+                status = response.status
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+        except TimeoutError:
+            raise JiraError(f"{what} timed out", transient=True) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise JiraError(
+                f"{what} failed: cannot reach {self.base_url} ({type(exc).__name__}: {exc})",
+                transient=True,
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise JiraError(f"{what} failed: {type(exc).__name__}: {exc}") from None
+        if status >= 400:
+            transient = status >= 500 or status == 429
+            raise JiraError(
+                f"{what} answered {status}: {_error_details(payload)}",
+                status=status,
+                transient=transient,
+                retry_after=retry_after if transient else None,
+            )
+        if not payload.strip():
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise JiraError(
+                f"{what} answered {status} with a body that is not JSON", status=status
+            ) from None
+
+    def _issue(self, raw: dict[str, Any]) -> JiraIssue:
+        fields = raw.get("fields") or {}
+        status = fields.get("status") or {}
+        priority = fields.get("priority") or {}
+        return JiraIssue(
+            key=raw["key"],
+            id=str(raw.get("id", "")),
+            url=self.browse_url(raw["key"]),
+            summary=fields.get("summary") or "",
+            status=status.get("name", ""),
+            status_category=(status.get("statusCategory") or {}).get("key", ""),
+            priority=priority.get("name"),
+            labels=tuple(fields.get("labels") or ()),
+            description=fields.get("description"),
+        )
+
+    async def create_issue(self, fields: dict[str, Any]) -> JiraIssue:
+        """Create an issue from Jira `fields` (project, issuetype, summary...); read it back."""
+        created = await self._call("POST", "/rest/api/2/issue", body={"fields": fields})
+        return await self.get_issue(created["key"])
+
+    async def get_issue(self, key: str) -> JiraIssue:
+        """The issue as Jira has it now."""
+        raw = await self._call("GET", f"/rest/api/2/issue/{key}", params={"fields": _ISSUE_FIELDS})
+        return self._issue(raw)
+
+    async def find_issue_by_label(self, label: str) -> JiraIssue | None:
+        """The oldest issue carrying `label`, or None."""
+        result = await self._call(
+            "GET",
+            "/rest/api/2/search",
+            params={
+                "jql": f"labels = {_jql_string(label)} ORDER BY created ASC",
+                "fields": _ISSUE_FIELDS,
+                "maxResults": "1",
+            },
+        )
+        issues = (result or {}).get("issues") or []
+        return self._issue(issues[0]) if issues else None
+
+    async def add_comment(self, key: str, body: str) -> None:
+        """Add a comment to the issue."""
+        await self._call("POST", f"/rest/api/2/issue/{key}/comment", body={"body": body})
+
+    async def comments(self, key: str) -> list[str]:
+        """The issue's comment bodies, oldest first."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = await self._call(
+                "GET",
+                f"/rest/api/2/issue/{key}/comment",
+                params={"startAt": str(len(found)), "maxResults": str(_COMMENT_PAGE)},
+            )
+            batch = page.get("comments") or []
+            found += batch
+            if not batch or len(found) >= int(page.get("total", 0)):
+                break
+        # Comment ids grow with time; servers differ in the order they list comments.
+        found.sort(key=lambda c: int(c["id"]) if str(c.get("id", "")).isdigit() else 0)
+        return [str(c.get("body", "")) for c in found]
+
+    async def set_priority(self, key: str, name: str) -> None:
+        """Set the issue's priority by name."""
+        await self._call(
+            "PUT", f"/rest/api/2/issue/{key}", body={"fields": {"priority": {"name": name}}}
+        )
+
+    async def transition_to(self, key: str, status_name: str) -> None:
+        """Move the issue to the status named `status_name`; nothing to do if it is there."""
+        offered = await self._call("GET", f"/rest/api/2/issue/{key}/transitions")
+        transitions = (offered or {}).get("transitions") or []
+        wanted = status_name.casefold()
+        for transition in transitions:
+            if str((transition.get("to") or {}).get("name", "")).casefold() == wanted:
+                await self._call(
+                    "POST",
+                    f"/rest/api/2/issue/{key}/transitions",
+                    body={"transition": {"id": str(transition["id"])}},
+                )
+                return
+        issue = await self.get_issue(key)
+        if issue.status.casefold() == wanted:
+            return
+        reachable = ", ".join(sorted({str((t.get("to") or {}).get("name")) for t in transitions}))
+        raise JiraError(
+            f"{key} cannot move from {issue.status!r} to {status_name!r}; "
+            f"the workflow offers: {reachable or 'nothing'}"
+        )

@@ -1,0 +1,335 @@
+"""Phase 4 and 5 routes: submit and follow requests, retry, abort, escalate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from pao.contracts import errors
+from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, SubmitRequest
+from pao.contracts.errors import ErrorDetail, PaoError
+from pao.contracts.events import Requester
+from pao.contracts.requests import AbortBody, EscalateBody, SubmitBody
+from pao.gateway.bodies import read_model
+from pao.gateway.params import int_param, text_param
+from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, POOL, SETTINGS, STORE
+from pao.request import commands, queries
+from pao.request.aggregate import TERMINAL, RequestState
+from pao.shared.keystore import Identity
+
+routes = web.RouteTableDef()
+
+_FOLLOW_POLL = 0.25
+_KEEPALIVE = 15.0
+
+
+def viewer_of(identity: Identity) -> queries.Viewer:
+    return queries.Viewer(user=identity.user, teams=identity.teams, admin=identity.is_admin)
+
+
+def _not_found(request_id: str) -> PaoError:
+    return PaoError(
+        errors.REQUEST_NOT_FOUND,
+        f"no request {request_id} that you may see",
+        details=[ErrorDetail(field="request_id", message=request_id)],
+    )
+
+
+def _authorizer(request: web.Request):
+    viewer = viewer_of(request[IDENTITY])
+
+    def authorize(state: RequestState) -> None:
+        assert state.submitted is not None
+        row = {"requester": state.submitted.requester.id, "owner_team": state.submitted.owner_team}
+        if not viewer.may_see(row):
+            raise _not_found(state.request_id)
+
+    return authorize
+
+
+def _links(request_id: str) -> dict[str, str]:
+    base = f"/api/v1/requests/{request_id}"
+    return {"self": base, "status": f"{base}/status", "logs": f"{base}/logs"}
+
+
+@routes.post("/api/v1/requests")
+async def submit(request: web.Request) -> web.Response:
+    """Validate and record a request; 202 with its id. Idempotency-Key repeats answer the same."""
+    body = await read_model(request, SubmitBody)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise PaoError(
+            errors.INVALID_INPUT,
+            "Idempotency-Key must be 1 to 200 characters",
+            details=[ErrorDetail(field="Idempotency-Key", message="length")],
+        )
+    identity = request[IDENTITY]
+    item = request.app[CATALOG].view.items.get(body.item_id)
+    if item is None:
+        raise PaoError(
+            errors.ITEM_NOT_FOUND,
+            f"no catalog item '{body.item_id}'",
+            details=[ErrorDetail(field="/item_id", message=body.item_id)],
+        )
+    requester = Requester(
+        id=identity.user, name=identity.name, email=identity.email, teams=list(identity.teams)
+    )
+    outcome = await commands.submit_request(
+        SubmitRequest(
+            item_id=body.item_id, inputs=body.inputs, requester=requester, idempotency_key=key
+        ),
+        store=request.app[STORE],
+        item=item,
+        default_environment=request.app[SETTINGS].default_environment,
+        correlation_id=request[CORRELATION_ID],
+    )
+    status = "submitted"
+    if not outcome.created:
+        existing = await queries.get_request(request.app[POOL], outcome.request_id)
+        status = existing["status"] if existing else status
+    answer = {
+        "request_id": outcome.request_id,
+        "status": status,
+        "item_id": outcome.item_id,
+        "item_version": outcome.item_version,
+        "links": _links(outcome.request_id),
+    }
+    headers = {"Location": _links(outcome.request_id)["self"]}
+    if not outcome.created:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response(answer, status=202, headers=headers)
+
+
+def _time_param(request: web.Request, name: str) -> datetime | None:
+    raw = text_param(request, name)
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        message = f"{name} must be an ISO 8601 time, e.g. 2026-11-26T08:00:00Z"
+        raise PaoError(
+            errors.INVALID_QUERY, message, details=[ErrorDetail(field=name, message=message)]
+        ) from exc
+
+
+@routes.get("/api/v1/requests")
+async def list_requests(request: web.Request) -> web.Response:
+    """The requests the caller may see, filtered, sorted and paged."""
+    sort = request.query.get("sort", "-created_at")
+    if sort not in queries.SORTS:
+        message = f"sort must be one of {', '.join(queries.SORTS)}"
+        raise PaoError(
+            errors.INVALID_QUERY, message, details=[ErrorDetail(field="sort", message=message)]
+        )
+    where = queries.RequestFilter(
+        status=text_param(request, "status"),
+        item_id=text_param(request, "item_id"),
+        requester=text_param(request, "requester"),
+        team=text_param(request, "team"),
+        created_after=_time_param(request, "created_after"),
+        created_before=_time_param(request, "created_before"),
+    )
+    limit = int_param(request, "limit", 50, low=1, high=500)
+    offset = int_param(request, "offset", 0, low=0, high=10_000_000)
+    total, rows = await queries.list_requests(
+        request.app[POOL],
+        viewer_of(request[IDENTITY]),
+        where,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+    )
+    return web.json_response(
+        {"total": total, "limit": limit, "offset": offset, "sort": sort, "requests": rows}
+    )
+
+
+async def _visible(request: web.Request) -> dict[str, Any]:
+    """The request from the read models (or, just after submit, from its events)."""
+    request_id = request.match_info["request_id"]
+    found = await queries.get_request(request.app[POOL], request_id)
+    if found is None:
+        # The projection trails the store by milliseconds; a request seen before it is built
+        # from its events rather than answered 404.
+        state = await commands.load_request(request.app[STORE], request_id)
+        found = _from_state(state)
+    if not viewer_of(request[IDENTITY]).may_see(found):
+        raise _not_found(request_id)
+    return found
+
+
+def _from_state(state: RequestState) -> dict[str, Any]:
+    submitted = state.submitted
+    assert submitted is not None
+    return {
+        "request_id": state.request_id,
+        "item_id": submitted.item_id,
+        "item_version": submitted.item_version,
+        "item_name": submitted.item_name,
+        "owner_team": submitted.owner_team,
+        "requester": submitted.requester.id,
+        "environment": submitted.environment,
+        "status": state.status,
+        "escalation_level": state.escalation_level,
+        "created_at": state.submitted_at,
+        "updated_at": state.submitted_at,
+        "finished_at": None,
+        "last_error": state.failure,
+        "inputs": submitted.resolved_inputs,
+        "correlation_id": state.correlation_id,
+        "stream_version": state.version,
+        "escalations": [],
+        "requester_details": submitted.requester.model_dump(),
+        "actions": [
+            {
+                "name": a.name,
+                "type": a.type,
+                "status": a.status,
+                "attempts": a.attempts,
+                "outputs": a.outputs,
+                "error": a.error,
+                "started_at": None,
+                "finished_at": None,
+            }
+            for a in state.actions
+        ],
+    }
+
+
+@routes.get("/api/v1/requests/{request_id}")
+async def get_request(request: web.Request) -> web.Response:
+    """A request: what was asked, by whom, its actions with their outputs, its escalations."""
+    return web.json_response(await _visible(request))
+
+
+@routes.get("/api/v1/requests/{request_id}/status")
+async def get_status(request: web.Request) -> web.Response:
+    """Compact status with per-action progress."""
+    return web.json_response(queries.status_of(await _visible(request)))
+
+
+@routes.get("/api/v1/requests/{request_id}/escalation")
+async def get_escalation(request: web.Request) -> web.Response:
+    """The escalation level and its history."""
+    found = await _visible(request)
+    return web.json_response(
+        {
+            "request_id": found["request_id"],
+            "level": found["escalation_level"],
+            "escalated": found["escalation_level"] > 0,
+            "history": found["escalations"],
+        }
+    )
+
+
+@routes.get("/api/v1/requests/{request_id}/logs")
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    """Log entries in order; `?follow=true` streams new ones as server-sent events."""
+    found = await _visible(request)
+    request_id = found["request_id"]
+    after = int_param(request, "after", 0, low=0, high=1_000_000)
+    pool = request.app[POOL]
+    if request.query.get("follow", "false").lower() not in ("true", "1", "yes"):
+        entries = await queries.get_logs(pool, request_id, after=after)
+        return web.json_response(
+            {"request_id": request_id, "status": found["status"], "entries": entries}
+        )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Correlation-ID": request[CORRELATION_ID],
+        }
+    )
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    try:
+        while True:
+            entries = await queries.get_logs(pool, request_id, after=after)
+            for entry in entries:
+                after = entry["seq"]
+                await response.write(
+                    f"id: {after}\nevent: log\ndata: {json.dumps(entry)}\n\n".encode()
+                )
+                quiet_since = loop.time()
+            status = await pool.fetchval(
+                "SELECT status FROM requests WHERE request_id = $1", request_id
+            )
+            if status in TERMINAL and not entries:
+                await response.write(
+                    f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
+                )
+                break
+            if loop.time() - quiet_since > _KEEPALIVE:
+                await response.write(b": keep-alive\n\n")
+                quiet_since = loop.time()
+            await asyncio.sleep(_FOLLOW_POLL)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client went away
+    return response
+
+
+@routes.post("/api/v1/requests/{request_id}/retry")
+async def retry(request: web.Request) -> web.Response:
+    """Re-run the failed actions of a failed request."""
+    event = await commands.retry_request(
+        RetryRequest(request_id=request.match_info["request_id"], by=request[IDENTITY].user),
+        store=request.app[STORE],
+        authorize=_authorizer(request),
+        correlation_id=request[CORRELATION_ID],
+    )
+    return web.json_response(
+        {"request_id": event.request_id, "status": "in_progress", "retried": event.actions},
+        status=202,
+    )
+
+
+@routes.post("/api/v1/requests/{request_id}/abort")
+async def abort(request: web.Request) -> web.Response:
+    """Stop a request; its open tickets are told."""
+    body = await read_model(request, AbortBody) if request.body_exists else AbortBody()
+    event = await commands.abort_request(
+        AbortRequest(
+            request_id=request.match_info["request_id"],
+            by=request[IDENTITY].user,
+            reason=body.reason,
+        ),
+        store=request.app[STORE],
+        authorize=_authorizer(request),
+        correlation_id=request[CORRELATION_ID],
+    )
+    return web.json_response(
+        {"request_id": event.request_id, "status": "aborted", "reason": event.reason}, status=202
+    )
+
+
+@routes.post("/api/v1/requests/{request_id}/escalate")
+async def escalate(request: web.Request) -> web.Response:
+    """Escalate to the owning team: their ticket's priority goes up and they are told."""
+    body = await read_model(request, EscalateBody)
+    event = await commands.escalate_request(
+        EscalateRequest(
+            request_id=request.match_info["request_id"],
+            by=request[IDENTITY].user,
+            reason=body.reason,
+            urgency=body.urgency,
+        ),
+        store=request.app[STORE],
+        authorize=_authorizer(request),
+        correlation_id=request[CORRELATION_ID],
+    )
+    return web.json_response(
+        {
+            "request_id": event.request_id,
+            "level": event.level,
+            "urgency": event.urgency,
+            "reason": event.reason,
+        },
+        status=202,
+    )

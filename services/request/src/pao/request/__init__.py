@@ -1,0 +1,1 @@
+"""The PAO request service."""

@@ -1,0 +1,237 @@
+"""Command handlers: load the request, let the aggregate decide, append what it decided."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from pao.contracts import errors
+from pao.contracts import events as ev
+from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, SubmitRequest
+from pao.contracts.errors import ErrorDetail, PaoError
+from pao.request.aggregate import (
+    CommandRejected,
+    RequestState,
+    decide_abort,
+    decide_escalate,
+    decide_retry,
+    fold,
+    stream_of,
+)
+from pao.shared.eventstore import ConcurrencyConflict, EventStore
+from pao.spec.forms import input_problems
+from pao.spec.rendering import RenderError, apply_defaults, preview_context, render_actions
+
+_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of a submit: the request, and whether this call created it."""
+
+    request_id: str
+    item_id: str
+    item_version: str
+    created: bool
+
+
+def _body_hash(cmd: SubmitRequest) -> str:
+    body = json.dumps({"item_id": cmd.item_id, "inputs": cmd.inputs}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def check_inputs(item: dict[str, Any], inputs: dict[str, Any], requester: ev.Requester) -> None:
+    """Every problem of the inputs at once (form, then a dry render); nothing is stored."""
+    problems = input_problems(item["form"]["schema"], inputs)
+    if problems:
+        raise PaoError(
+            errors.INVALID_INPUT,
+            f"{len(problems)} problem(s) in the inputs",
+            details=[ErrorDetail(field=p.pointer, message=p.message) for p in problems],
+        )
+    try:
+        render_actions(item, preview_context(item, inputs, user=requester.model_dump()))
+    except RenderError as exc:
+        raise PaoError(
+            errors.INVALID_INPUT,
+            f"the inputs cannot be used by the item: {exc.message}",
+            details=[ErrorDetail(field=exc.where, message=exc.message)],
+        ) from exc
+
+
+async def submit_request(
+    cmd: SubmitRequest,
+    *,
+    store: EventStore,
+    item: dict[str, Any],
+    default_environment: str,
+    correlation_id: str | None,
+) -> Submitted:
+    """Validate, then record RequestSubmitted (once per Idempotency-Key and requester)."""
+    check_inputs(item, cmd.inputs, cmd.requester)
+    metadata = item["metadata"]
+    resolved = apply_defaults(item["form"]["schema"], cmd.inputs)
+    request_id = str(uuid.uuid4())
+    event = ev.RequestSubmitted(
+        request_id=request_id,
+        item_id=metadata["id"],
+        item_version=metadata["version"],
+        item_name=metadata["name"],
+        owner_team=metadata["owner"],
+        item=item,
+        inputs=cmd.inputs,
+        resolved_inputs=resolved,
+        environment=str(resolved.get("environment") or default_environment),
+        requester=cmd.requester,
+        idempotency_key=cmd.idempotency_key,
+    )
+    async with store.pool.acquire() as conn, conn.transaction():
+        if cmd.idempotency_key:
+            earlier = await _claim_key(conn, cmd, request_id)
+            if earlier is not None:
+                return Submitted(earlier, metadata["id"], metadata["version"], created=False)
+        await store.append(
+            stream_of(request_id),
+            [event.new(correlation_id=correlation_id, actor=cmd.requester.id)],
+            0,
+            conn=conn,
+        )
+    return Submitted(request_id, metadata["id"], metadata["version"], created=True)
+
+
+async def _claim_key(conn: asyncpg.Connection, cmd: SubmitRequest, request_id: str) -> str | None:
+    """None if this call owns the key now; else the request the key already names."""
+    body_hash = _body_hash(cmd)
+    claimed = await conn.fetchval(
+        "INSERT INTO submit_idempotency (requester, key, body_hash, request_id) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING request_id",
+        cmd.requester.id,
+        cmd.idempotency_key,
+        body_hash,
+        request_id,
+    )
+    if claimed is not None:
+        return None
+    row = await conn.fetchrow(
+        "SELECT body_hash, request_id FROM submit_idempotency WHERE requester = $1 AND key = $2",
+        cmd.requester.id,
+        cmd.idempotency_key,
+    )
+    if row["body_hash"] != body_hash:
+        raise PaoError(
+            errors.IDEMPOTENCY_KEY_REUSED,
+            f"Idempotency-Key {cmd.idempotency_key!r} was used for request "
+            f"{row['request_id']} with a different body",
+            details=[ErrorDetail(field="Idempotency-Key", message="reused with a different body")],
+        )
+    return str(row["request_id"])
+
+
+async def load_request(store: EventStore, request_id: str) -> RequestState:
+    """The request's state, or 404."""
+    state = fold(request_id, await store.read_stream(stream_of(request_id)))
+    if not state.exists:
+        raise PaoError(
+            errors.REQUEST_NOT_FOUND,
+            f"no request {request_id}",
+            details=[ErrorDetail(field="request_id", message=request_id)],
+        )
+    return state
+
+
+async def _decide_and_append(
+    store: EventStore,
+    request_id: str,
+    decide: Callable[[RequestState], ev.Event],
+    *,
+    authorize: Callable[[RequestState], None],
+    correlation_id: str | None,
+    actor: str,
+) -> tuple[RequestState, ev.Event]:
+    for _ in range(_ATTEMPTS):
+        state = await load_request(store, request_id)
+        authorize(state)
+        try:
+            event = decide(state)
+        except CommandRejected as exc:
+            raise PaoError(
+                errors.REQUEST_STATE_CONFLICT,
+                str(exc),
+                details=[ErrorDetail(field="status", message=str(state.status))],
+            ) from exc
+        try:
+            await store.append(
+                stream_of(request_id),
+                [event.new(correlation_id=correlation_id, actor=actor)],
+                state.version,
+            )
+        except ConcurrencyConflict:
+            continue  # something happened to the request meanwhile: decide again
+        return state, event
+    raise PaoError(errors.CONCURRENCY_CONFLICT, f"request {request_id} keeps changing")
+
+
+async def retry_request(
+    cmd: RetryRequest,
+    *,
+    store: EventStore,
+    authorize: Callable[[RequestState], None],
+    correlation_id: str | None,
+) -> ev.RequestRetried:
+    """Re-run the failed actions of a failed request."""
+    _, event = await _decide_and_append(
+        store,
+        cmd.request_id,
+        lambda s: decide_retry(s, by=cmd.by),
+        authorize=authorize,
+        correlation_id=correlation_id,
+        actor=cmd.by,
+    )
+    assert isinstance(event, ev.RequestRetried)
+    return event
+
+
+async def abort_request(
+    cmd: AbortRequest,
+    *,
+    store: EventStore,
+    authorize: Callable[[RequestState], None],
+    correlation_id: str | None,
+) -> ev.RequestAborted:
+    """Stop a request that has not ended."""
+    _, event = await _decide_and_append(
+        store,
+        cmd.request_id,
+        lambda s: decide_abort(s, by=cmd.by, reason=cmd.reason),
+        authorize=authorize,
+        correlation_id=correlation_id,
+        actor=cmd.by,
+    )
+    assert isinstance(event, ev.RequestAborted)
+    return event
+
+
+async def escalate_request(
+    cmd: EscalateRequest,
+    *,
+    store: EventStore,
+    authorize: Callable[[RequestState], None],
+    correlation_id: str | None,
+) -> ev.RequestEscalated:
+    """Escalate a request one level."""
+    _, event = await _decide_and_append(
+        store,
+        cmd.request_id,
+        lambda s: decide_escalate(s, by=cmd.by, reason=cmd.reason, urgency=cmd.urgency),
+        authorize=authorize,
+        correlation_id=correlation_id,
+        actor=cmd.by,
+    )
+    assert isinstance(event, ev.RequestEscalated)
+    return event

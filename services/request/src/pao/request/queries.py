@@ -1,0 +1,163 @@
+"""Reading requests from the read models: what a caller may see, filtered, paged, sorted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+SORTS = {
+    "created_at": "created_at ASC",
+    "-created_at": "created_at DESC",
+    "updated_at": "updated_at ASC",
+    "-updated_at": "updated_at DESC",
+    "status": "status ASC, created_at DESC",
+}
+
+_SUMMARY = """request_id, item_id, item_version, item_name, owner_team, requester, environment,
+    status, escalation_level, created_at, updated_at, finished_at, last_error"""
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is asking: requesters see their own requests, teams those of their items, admins all."""
+
+    user: str
+    teams: tuple[str, ...] = ()
+    admin: bool = False
+
+    def may_see(self, row: dict[str, Any]) -> bool:
+        return self.admin or row["requester"] == self.user or row["owner_team"] in self.teams
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    status: str | None = None
+    item_id: str | None = None
+    requester: str | None = None
+    team: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def _summary(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("created_at", "updated_at", "finished_at"):
+        out[key] = out[key].isoformat() if out.get(key) else None
+    return out
+
+
+async def list_requests(
+    pool: asyncpg.Pool,
+    viewer: Viewer,
+    where: RequestFilter,
+    *,
+    limit: int,
+    offset: int,
+    sort: str,
+) -> tuple[int, list[dict[str, Any]]]:
+    """A page of the requests the viewer may see, and how many match in all."""
+    clauses, args = [], []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if not viewer.admin:
+        clauses.append(
+            f"(requester = {arg(viewer.user)} OR owner_team = ANY({arg(list(viewer.teams))}))"
+        )
+    for column, value in (
+        ("status", where.status),
+        ("item_id", where.item_id),
+        ("requester", where.requester),
+        ("owner_team", where.team),
+    ):
+        if value:
+            clauses.append(f"{column} = {arg(value)}")
+    if where.created_after:
+        clauses.append(f"created_at >= {arg(where.created_after)}")
+    if where.created_before:
+        clauses.append(f"created_at < {arg(where.created_before)}")
+    condition = " AND ".join(clauses) or "TRUE"
+    total = await pool.fetchval(f"SELECT count(*) FROM requests WHERE {condition}", *args)
+    rows = await pool.fetch(
+        f"SELECT {_SUMMARY} FROM requests WHERE {condition} ORDER BY {SORTS[sort]} "
+        f"LIMIT {arg(limit)} OFFSET {arg(offset)}",
+        *args,
+    )
+    return int(total), [_summary(r) for r in rows]
+
+
+async def get_request(pool: asyncpg.Pool, request_id: str) -> dict[str, Any] | None:
+    """A request with its inputs, actions and escalations; None if the projection lacks it."""
+    row = await pool.fetchrow(
+        f"SELECT {_SUMMARY}, inputs, details, correlation_id, stream_version FROM requests "
+        "WHERE request_id = $1",
+        request_id,
+    )
+    if row is None:
+        return None
+    actions = await pool.fetch(
+        "SELECT name, type, status, attempts, outputs, error, started_at, finished_at, "
+        "external_key, external_url FROM request_actions WHERE request_id = $1 ORDER BY position",
+        request_id,
+    )
+    out = _summary(row)
+    details = out.pop("details") or {}
+    out["escalations"] = details.get("escalations", [])
+    out["requester_details"] = details.get("requester")
+    out["actions"] = [_action(a) for a in actions]
+    return out
+
+
+def _action(row: asyncpg.Record) -> dict[str, Any]:
+    outputs = dict(row["outputs"] or {})
+    if row["external_key"]:
+        outputs.setdefault("key", row["external_key"])
+        outputs.setdefault("url", row["external_url"])
+    return {
+        "name": row["name"],
+        "type": row["type"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "outputs": outputs,
+        "error": row["error"],
+        "started_at": row["started_at"].isoformat() if row["started_at"] else None,
+        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+    }
+
+
+def status_of(request: dict[str, Any]) -> dict[str, Any]:
+    """The compact status view of a request."""
+    actions = request["actions"]
+    done = sum(1 for a in actions if a["status"] in ("succeeded", "skipped"))
+    return {
+        "request_id": request["request_id"],
+        "item_id": request["item_id"],
+        "status": request["status"],
+        "escalated": request["escalation_level"] > 0,
+        "escalation_level": request["escalation_level"],
+        "progress": {"done": done, "total": len(actions)},
+        "actions": [
+            {k: a[k] for k in ("name", "type", "status", "outputs", "error")} for a in actions
+        ],
+        "updated_at": request["updated_at"],
+        "last_error": request["last_error"],
+    }
+
+
+async def get_logs(
+    pool: asyncpg.Pool, request_id: str, *, after: int = 0, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Log entries after sequence number `after`, in order."""
+    rows = await pool.fetch(
+        "SELECT seq, at, level, event_type, message, data FROM request_log "
+        "WHERE request_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        request_id,
+        after,
+        limit,
+    )
+    return [{**dict(r), "at": r["at"].isoformat()} for r in rows]

@@ -1,0 +1,80 @@
+"""The embedded JIRA server: jira820 in a child process on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+
+from pao.stack.ports import free_port
+from pao.stack.processes import ChildProcess
+
+#: Projects the catalog's manual actions file tickets into.
+DEFAULT_PROJECTS: tuple[str, ...] = ("PLAT", "DBA", "SEC", "DATA", "OPS")
+
+
+class EmbeddedJira:
+    """A Jira Data Center REST v2 server on a free loopback port."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        projects: Sequence[str] = DEFAULT_PROJECTS,
+        persist: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.projects = tuple(projects)
+        argv = [
+            sys.executable,
+            "-m",
+            "pao.stack.jira_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--projects",
+            ",".join(self.projects),
+        ]
+        if persist is not None:
+            argv += ["--persist", str(persist)]
+        self._child = ChildProcess("jira", argv, log_path=log_dir / "jira.log")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.process.pid if self._child.process else None
+
+    async def start(self, timeout: float = 30.0) -> str:
+        """Start the server and wait until it answers `GET /rest/api/2/serverInfo`."""
+        self._child.start()
+        deadline = time.monotonic() + timeout
+        probe = f"{self.base_url}/rest/api/2/serverInfo"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                if not self._child.running:
+                    raise RuntimeError(f"jira exited at start:\n{self._child.log_tail()}")
+                try:
+                    async with session.get(probe) as response:
+                        if response.status == 200:
+                            return self.base_url
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise RuntimeError(
+                        f"jira did not answer on {self.base_url} within {timeout:.0f} s:\n"
+                        f"{self._child.log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        await self._child.stop()

@@ -1,0 +1,209 @@
+"""Consuming PAO's topics: in order per stream, each event applied once, failures dead-lettered.
+
+A consumer reads every partition of its topics without a consumer group and keeps its offsets in
+PostgreSQL; one instance per consumer name is active (advisory lock), others wait to take over.
+Events of one stream (one Kafka key) are handled in order; different streams run concurrently.
+Each event runs inside `handle_once`, so a redelivery (the relay republishing after a crash, or
+offsets saved late) changes nothing. An event whose handler keeps failing is sent to the
+dead-letter topic with the reason, marked processed, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from pao.contracts.envelope import EventEnvelope
+from pao.contracts.topics import DEAD_LETTER_TOPIC
+from pao.shared.idempotency import handle_once
+from pao.shared.kafka import make_consumer
+from pao.shared.relay import decode_record_value
+from pao.shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
+
+_SAVE_OFFSET = """
+INSERT INTO consumer_offsets (consumer, topic, partition, next_offset, updated_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (consumer, topic, partition) DO UPDATE
+SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
+"""
+
+
+class EventConsumer:
+    """Runs `handler` for every event on `topics`, once per event, in stream order."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        name: str,
+        topics: Sequence[str],
+        handler: Handler,
+        producer: AIOKafkaProducer | None = None,
+        concurrency: int = 16,
+        attempts: int = 3,
+        event_types: frozenset[str] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self.name = name
+        self._topics = list(topics)
+        self._handler = handler
+        self._producer = producer
+        self._slots = asyncio.Semaphore(concurrency)
+        self._attempts = attempts
+        self._event_types = event_types
+        self.handled = 0
+        self.dead_lettered = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set (after taking the consumer's leader lock)."""
+        lock_key = zlib.crc32(f"pao.consumer.{self.name}".encode())
+        async with self._pool.acquire() as leader:
+            while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", lock_key):
+                if await _wait(stop, 1.0):
+                    return
+            try:
+                await self._consume(stop)
+            finally:
+                await leader.execute("SELECT pg_advisory_unlock($1)", lock_key)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        consumer = make_consumer(self._settings, group_id=None)
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in self._topics
+                for p in sorted(await _partitions(consumer, topic))
+            ]
+            consumer.assign(partitions)
+            stored = {
+                (r["topic"], r["partition"]): r["next_offset"]
+                for r in await self._pool.fetch(
+                    "SELECT topic, partition, next_offset FROM consumer_offsets "
+                    "WHERE consumer = $1",
+                    self.name,
+                )
+            }
+            for tp in partitions:
+                if (tp.topic, tp.partition) in stored:
+                    consumer.seek(tp, stored[(tp.topic, tp.partition)])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            log.info("consumer started", consumer=self.name, partitions=len(partitions))
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                if batch:
+                    await self._handle_batch(batch)
+        finally:
+            await consumer.stop()
+
+    async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        by_stream: dict[bytes, list[ConsumerRecord]] = defaultdict(list)
+        for records in batch.values():
+            for record in records:
+                by_stream[record.key or b""].append(record)
+        await asyncio.gather(*(self._handle_stream(records) for records in by_stream.values()))
+        async with self._pool.acquire() as conn:
+            for tp, records in batch.items():
+                await conn.execute(
+                    _SAVE_OFFSET, self.name, tp.topic, tp.partition, records[-1].offset + 1
+                )
+
+    async def _handle_stream(self, records: list[ConsumerRecord]) -> None:
+        async with self._slots:
+            for record in records:
+                await self._handle_record(record)
+
+    async def _handle_record(self, record: ConsumerRecord) -> None:
+        try:
+            event = decode_record_value(record.value)
+        except (ValueError, TypeError) as exc:
+            await self._dead_letter(record, None, f"undecodable record: {exc}")
+            return
+        if self._event_types is not None and event.event_type not in self._event_types:
+            return
+        for attempt in range(1, self._attempts + 1):
+            try:
+                if await handle_once(
+                    self._pool, consumer=self.name, event=event, handler=self._handler
+                ):
+                    self.handled += 1
+                return
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if attempt == self._attempts:
+                    log.exception(
+                        "event dead-lettered",
+                        consumer=self.name,
+                        event_type=event.event_type,
+                        event_id=str(event.event_id),
+                    )
+                    await self._dead_letter(record, event, reason)
+                    return
+                log.warning(
+                    "event handler failed; retrying",
+                    consumer=self.name,
+                    event_type=event.event_type,
+                    attempt=attempt,
+                    error=reason,
+                )
+                await asyncio.sleep(0.2 * 2**attempt)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord, event: EventEnvelope | None, reason: str
+    ) -> None:
+        self.dead_lettered += 1
+        body: dict[str, Any] = {
+            "consumer": self.name,
+            "reason": reason,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "event": json.loads(record.value) if event is not None else None,
+        }
+        if self._producer is not None:
+            await self._producer.send_and_wait(
+                DEAD_LETTER_TOPIC,
+                json.dumps(body, default=str).encode(),
+                key=record.key,
+                headers=[("consumer", self.name.encode()), ("reason", reason[:200].encode())],
+            )
+        if event is not None:
+            await self._pool.execute(
+                "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING",
+                self.name,
+                event.event_id,
+            )
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    for _ in range(50):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return set(found)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic} has no partitions; is it created?")
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

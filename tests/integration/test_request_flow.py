@@ -1,0 +1,270 @@
+"""Requests end to end in one process: submit, JIRA fulfilment, status, logs, retry, abort,
+escalate, authorisation. The JIRA server is real (jira820 over HTTP), driven like a person would."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from conftest import REPO, fresh_database, signed_client
+from support import eventually
+from support.stack import Stack, running_stack
+
+from pao.devctl.errors import CliError
+from pao.fulfillment.jira import JiraClient
+from pao.shared.keystore import KeyEntry, KeyStore
+from pao.shared.settings import Settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SERVICES = ("gateway", "relay", "projector", "request", "fulfillment")
+EKS = {
+    "app_name": "orders-api",
+    "environment": "prod",
+    "cost_center": "CC-1042",
+    "replicas": 3,
+    "container_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/orders:1.4.2",
+    "ingress_enabled": True,
+    "hostname": "orders.example.com",
+}
+POSTGRES = {
+    "db_name": "orders",
+    "environment": "dev",
+    "instance_size": "small",
+    "owner_email": "orders@example.com",
+}
+
+
+@pytest.fixture(scope="module")
+def people(keys: KeyStore) -> KeyStore:
+    """The session's keys plus a developer of another team."""
+    return KeyStore(
+        [
+            keys.get("PAOTESTKEY0000000001"),
+            keys.get("PAOADMINKEY000000001"),
+            KeyEntry(
+                access_key_id="PAOOTHERKEY000000001",
+                secret_access_key="other",
+                user="olga",
+                teams=("team-growth",),
+            ),
+        ]
+    )  # type: ignore[list-item]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(
+    postgres_server: str,
+    settings: Settings,
+    people: KeyStore,
+    jira_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
+    async with fresh_database(postgres_server) as dsn:
+        own = settings.model_copy(
+            update={
+                "database_url": dsn,
+                "jira_url": jira_url,
+                "jira_poll_seconds": 0.2,
+                "catalog_dir": REPO / "catalog",
+                "breaker_seconds": 2.0,
+            }
+        )
+        async with running_stack(
+            own, people, services=SERVICES, data_dir=tmp_path_factory.mktemp("stack")
+        ) as running:
+            yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def jira(jira_url: str) -> AsyncIterator[JiraClient]:
+    async with aiohttp.ClientSession() as session:
+        yield JiraClient(jira_url, session=session)
+
+
+async def api(stack: Stack, method: str, path: str, *, who: str = "dana", **kwargs: Any) -> Any:
+    key, secret = {
+        "dana": ("PAOTESTKEY0000000001", "integration-secret"),
+        "admin": ("PAOADMINKEY000000001", "admin-secret"),
+        "olga": ("PAOOTHERKEY000000001", "other"),
+    }[who]
+    client = signed_client(stack.url, key, secret)
+    try:
+        return await asyncio.to_thread(client.request, method, path, **kwargs)
+    finally:
+        client.close()
+
+
+async def status_becomes(stack: Stack, request_id: str, *wanted: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        current = await api(stack, "GET", f"/requests/{request_id}/status")
+        return current if current["status"] in wanted else None
+
+    return await eventually(probe, timeout=30, what=f"status {' or '.join(wanted)}")
+
+
+async def submit(stack: Stack, item: str, inputs: dict[str, Any], **kwargs: Any) -> str:
+    answer = await api(
+        stack, "POST", "/requests", body={"item_id": item, "inputs": inputs}, **kwargs
+    )
+    assert answer["status"] == "submitted"
+    return answer["request_id"]
+
+
+async def test_a_request_opens_a_ticket_and_completes_when_it_is_done(
+    stack: Stack, jira: JiraClient
+) -> None:
+    request_id = await submit(stack, "eks-application", EKS)
+    waiting = await status_becomes(stack, request_id, "awaiting_manual")
+    outputs = waiting["actions"][0]["outputs"]
+    issue = await jira.get_issue(outputs["key"])
+    assert issue.summary == "EKS application orders-api in prod"
+    assert issue.priority == "High"
+    assert "https://orders.example.com" in (issue.description or "")
+    assert outputs["url"] == issue.url
+    assert "pao" in issue.labels
+
+    await jira.transition_to(issue.key, "Done")
+    done = await status_becomes(stack, request_id, "completed")
+    assert done["actions"][0]["status"] == "succeeded"
+    assert done["actions"][0]["outputs"]["key"] == issue.key
+
+    full = await api(stack, "GET", f"/requests/{request_id}")
+    assert full["item_version"] == "1.0.0"
+    assert full["inputs"]["cpu"] == "500m"  # defaults are pinned with the request
+    logs = await api(stack, "GET", f"/requests/{request_id}/logs")
+    kinds = [e["event_type"] for e in logs["entries"]]
+    assert kinds == [
+        "RequestSubmitted",
+        "ActionStarted",
+        "ActionAwaitingManual",
+        "ActionSucceeded",
+        "RequestCompleted",
+    ]
+    listed = await api(stack, "GET", "/requests", params={"item_id": "eks-application"})
+    assert request_id in [r["request_id"] for r in listed["requests"]]
+
+
+async def test_invalid_inputs_get_every_problem_and_store_nothing(stack: Stack) -> None:
+    before = await stack.pool.fetchval("SELECT count(*) FROM events")
+    with pytest.raises(CliError) as caught:
+        await submit(
+            stack,
+            "postgresql-standard",
+            {**POSTGRES, "environment": "prod", "instance_size": "huge"},
+        )
+    assert caught.value.status == 422
+    fields = {d["field"] for d in caught.value.details}
+    assert fields == {"/inputs/instance_size", "/inputs/multi_az"}
+    assert await stack.pool.fetchval("SELECT count(*) FROM events") == before
+
+
+async def test_a_repeated_submit_with_the_same_key_returns_the_first_request(
+    stack: Stack,
+) -> None:
+    headers = {"Idempotency-Key": "order-db-2026-11-26"}
+    first = await submit(stack, "postgresql-standard", POSTGRES, extra_headers=headers)
+    again = await submit(stack, "postgresql-standard", POSTGRES, extra_headers=headers)
+    assert again == first
+    with pytest.raises(CliError) as caught:
+        await submit(
+            stack, "postgresql-standard", {**POSTGRES, "db_name": "other"}, extra_headers=headers
+        )
+    assert caught.value.code == "PAO-REQ-003"
+
+
+async def test_abort_mid_flight_stops_the_request_and_tells_the_ticket(
+    stack: Stack, jira: JiraClient
+) -> None:
+    request_id = await submit(stack, "postgresql-standard", POSTGRES)
+    waiting = await status_becomes(stack, request_id, "awaiting_manual")
+    key = waiting["actions"][0]["outputs"]["key"]
+    answer = await api(
+        stack, "POST", f"/requests/{request_id}/abort", body={"reason": "wrong database size"}
+    )
+    assert answer["status"] == "aborted"
+    await status_becomes(stack, request_id, "aborted")
+
+    async def commented() -> bool:
+        return any("wrong database size" in c for c in await jira.comments(key))
+
+    await eventually(commented, what="the abort comment on the ticket")
+    with pytest.raises(CliError) as caught:
+        await api(stack, "POST", f"/requests/{request_id}/abort", body={})
+    assert caught.value.code == "PAO-REQ-002"
+
+
+async def test_a_rejected_ticket_fails_the_request_and_a_retry_opens_a_new_one(
+    stack: Stack, jira: JiraClient
+) -> None:
+    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "ledger"})
+    first = (await status_becomes(stack, request_id, "awaiting_manual"))["actions"][0]
+    await jira.transition_to(first["outputs"]["key"], "Rejected")
+    failed = await status_becomes(stack, request_id, "failed")
+    assert "Rejected" in failed["actions"][0]["error"]
+
+    retried = await api(stack, "POST", f"/requests/{request_id}/retry", body={})
+    assert retried["retried"] == ["create_ticket"]
+
+    async def new_ticket() -> str | None:
+        current = await api(stack, "GET", f"/requests/{request_id}/status")
+        key = current["actions"][0]["outputs"].get("key")
+        return (
+            key
+            if current["status"] == "awaiting_manual" and key != first["outputs"]["key"]
+            else None
+        )
+
+    second = await eventually(new_ticket, what="a new ticket after the retry")
+    await jira.transition_to(second, "Done")
+    await status_becomes(stack, request_id, "completed")
+
+
+async def test_escalation_raises_the_ticket_priority_and_keeps_history(
+    stack: Stack, jira: JiraClient
+) -> None:
+    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "billing"})
+    key = (await status_becomes(stack, request_id, "awaiting_manual"))["actions"][0]["outputs"][
+        "key"
+    ]
+    answer = await api(
+        stack,
+        "POST",
+        f"/requests/{request_id}/escalate",
+        body={"reason": "launch is tomorrow", "urgency": "critical"},
+    )
+    assert answer["level"] == 1
+
+    async def raised() -> bool:
+        issue = await jira.get_issue(key)
+        return issue.priority == "Highest" and any(
+            "launch is tomorrow" in c for c in await jira.comments(key)
+        )
+
+    await eventually(raised, what="the ticket's priority and comment")
+
+    async def history() -> dict[str, Any] | None:
+        found = await api(stack, "GET", f"/requests/{request_id}/escalation")
+        return found if found["history"] else None
+
+    escalation = await eventually(history, what="the escalation history")
+    assert escalation["level"] == 1
+    assert escalation["history"][0]["urgency"] == "critical"
+
+
+async def test_requesters_see_only_their_own_requests(stack: Stack) -> None:
+    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "private"})
+    with pytest.raises(CliError) as caught:
+        await api(stack, "GET", f"/requests/{request_id}", who="olga")
+    assert caught.value.code == "PAO-REQ-001"
+    with pytest.raises(CliError):
+        await api(stack, "POST", f"/requests/{request_id}/abort", body={}, who="olga")
+    mine = await api(stack, "GET", "/requests", who="olga")
+    assert request_id not in [r["request_id"] for r in mine["requests"]]
+    everyone = await api(stack, "GET", "/requests", who="admin", params={"limit": 500})
+    assert request_id in [r["request_id"] for r in everyone["requests"]]
