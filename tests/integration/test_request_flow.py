@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from conftest import REPO, fresh_database, signed_client
-from support import eventually
-from support.stack import Stack, running_stack
 
+from conftest import REPO, fresh_database, signed_client
 from pao.devctl.errors import CliError
 from pao.fulfillment.jira import JiraClient
 from pao.shared.keystore import KeyEntry, KeyStore
 from pao.shared.settings import Settings
+from support import eventually
+from support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -262,7 +262,9 @@ BAD_INVOCATION = _register(
     "Check the options and files given; `devctl COMMAND --help` shows them.",
 )
 WAIT_TIMED_OUT = _register(
-    "PAO-CLI-005", 0, "Gave up waiting",
+    "PAO-CLI-005",
+    0,
+    "Gave up waiting",
     "The request goes on; follow it with `devctl request status ID --watch`.",
 )
 BAD_RESPONSE = _register(
