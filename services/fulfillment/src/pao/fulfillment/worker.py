@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -208,9 +209,14 @@ class Worker:
             async with breaker:
                 await self._call(job, state, kind, spec, definition)
         except OpenedState as exc:
-            await self._park(job, system, exc)
+            await self._park(job, system, exc.opened_at)
         except ActionError as exc:
-            await self._failed_attempt(job, state, definition, exc, names, context)
+            if exc.transient and breaker.context.state == "opened":
+                # This failure opened the breaker (or a trial call found the system still
+                # down): the system is out, not this action; it waits without losing an attempt.
+                await self._park(job, system, breaker.context.opened_at or time.time())
+            else:
+                await self._failed_attempt(job, state, definition, exc, names, context)
         except ConcurrencyConflict:
             await jobs.reschedule(self._parts.pool, job, delay=0.1)
 
@@ -330,8 +336,8 @@ class Worker:
         )
         await jobs.finish(self._parts.pool, job, error=error)
 
-    async def _park(self, job: jobs.Job, system: str, exc: OpenedState) -> None:
-        wait = max(0.5, exc.opened_at + self._open_seconds - datetime.now(UTC).timestamp())
+    async def _park(self, job: jobs.Job, system: str, opened_at: float) -> None:
+        wait = max(0.5, opened_at + self._open_seconds - time.time())
         log.warning("system unavailable; work parked", system=system, retry_in=round(wait, 1))
         await jobs.reschedule(self._parts.pool, job, delay=wait, error=f"{system} breaker open")
 
@@ -355,7 +361,7 @@ class Worker:
             async with breaker:
                 issue = await self._parts.jira.read(key)
         except OpenedState as exc:
-            await self._park(job, "jira", exc)
+            await self._park(job, "jira", exc.opened_at)
             return
         except ActionError as exc:
             if not exc.transient:
@@ -411,7 +417,7 @@ class Worker:
             async with breaker:
                 await self._parts.jira.update(key, comment=comment, priority=priority)
         except OpenedState as exc:
-            await self._park(job, "jira", exc)
+            await self._park(job, "jira", exc.opened_at)
             return
         except ActionError as exc:
             if exc.transient and job.attempt < 10:

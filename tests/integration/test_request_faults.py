@@ -1,0 +1,176 @@
+"""Faults: the fulfilment worker killed mid-action, and JIRA gone for longer than a breaker window.
+Nothing acknowledged is lost and no ticket is opened twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from test_request_flow import POSTGRES, api, status_becomes, submit
+
+from conftest import BIN, REPO, fresh_database
+from pao.fulfillment.executors import idempotency_label
+from pao.fulfillment.jira import JiraClient
+from pao.shared.keystore import KeyStore
+from pao.shared.settings import Settings
+from support import eventually
+from support.netproxy import TcpProxy
+from support.stack import running_stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def issues_labelled(jira_url: str, label: str) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{jira_url}/rest/api/2/search", params={"jql": f'labels = "{label}"'}
+        ) as response,
+    ):
+        return int((await response.json())["total"])
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxy(jira_url: str) -> AsyncIterator[TcpProxy]:
+    host, port = jira_url.removeprefix("http://").split(":")
+    relay = TcpProxy(host, int(port))
+    await relay.up()
+    yield relay
+    await relay.down()
+
+
+async def start_fulfillment(
+    settings: Settings, jira: str, data_dir: Path
+) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "PAO_DATABASE_URL": settings.database_url or "",
+        "PAO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "PAO_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "PAO_JIRA_URL": jira,
+        "PAO_JIRA_POLL_SECONDS": "0.2",
+        "PAO_CATALOG_DIR": str(REPO / "catalog"),
+        "PAO_DATA_DIR": str(data_dir),
+        "PAO_LOG_FORMAT": "json",
+        "PAO_KAFKA_SESSION_TIMEOUT_MS": "6000",
+    }
+    return await asyncio.create_subprocess_exec(
+        str(BIN / "pao"),
+        "serve",
+        "fulfillment",
+        env=env,
+        stdout=(data_dir / "fulfillment.log").open("ab"),
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def test_a_worker_killed_after_opening_a_ticket_resumes_without_a_second_one(
+    postgres_server: str,
+    settings: Settings,
+    keys: KeyStore,
+    jira_url: str,
+    proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    async with fresh_database(postgres_server) as dsn:
+        own = settings.model_copy(
+            update={"database_url": dsn, "jira_url": jira_url, "catalog_dir": REPO / "catalog"}
+        )
+        async with running_stack(
+            own, keys, services=("gateway", "relay", "projector", "request"), data_dir=tmp_path
+        ) as stack:
+            proxy.answer_delay = 3.0  # JIRA does the work at once but its answers arrive late
+            worker = await start_fulfillment(own, proxy.url, tmp_path)
+            try:
+                request_id = await submit(stack, "postgresql-standard", POSTGRES)
+                label = idempotency_label(request_id, "create_ticket")
+
+                async def opened() -> bool:
+                    return await issues_labelled(jira_url, label) == 1
+
+                await eventually(opened, timeout=30, what="the worker to open the ticket")
+                state = await api(stack, "GET", f"/requests/{request_id}/status")
+                assert state["actions"][0]["status"] == "running"  # not recorded yet
+            finally:
+                worker.send_signal(signal.SIGKILL)
+                await worker.wait()
+            proxy.answer_delay = 0.0
+            worker = await start_fulfillment(own, proxy.url, tmp_path)
+            try:
+                waiting = await status_becomes(stack, request_id, "awaiting_manual")
+                assert await issues_labelled(jira_url, label) == 1
+                async with aiohttp.ClientSession() as http:
+                    await JiraClient(jira_url, session=http).transition_to(
+                        waiting["actions"][0]["outputs"]["key"], "Done"
+                    )
+                await status_becomes(stack, request_id, "completed")
+            finally:
+                worker.terminate()
+                await worker.wait()
+
+
+async def test_requests_wait_out_a_jira_outage_and_finish_once_it_is_back(
+    postgres_server: str,
+    settings: Settings,
+    keys: KeyStore,
+    jira_url: str,
+    proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    async with fresh_database(postgres_server) as dsn:
+        own = settings.model_copy(
+            update={
+                "database_url": dsn,
+                "jira_url": proxy.url,
+                "catalog_dir": REPO / "catalog",
+                "jira_poll_seconds": 0.2,
+                "breaker_threshold": 2,
+                "breaker_seconds": 1.0,
+            }
+        )
+        async with running_stack(
+            own,
+            keys,
+            services=("gateway", "relay", "projector", "request", "fulfillment"),
+            data_dir=tmp_path,
+        ) as stack:
+            await proxy.down()
+            ids = [
+                await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": f"db{n}"})
+                for n in range(4)
+            ]
+
+            async def parked() -> bool:
+                return bool(
+                    await stack.pool.fetchval(
+                        "SELECT count(*) FROM fulfillment_jobs WHERE last_error LIKE '%breaker open%'"
+                    )
+                )
+
+            await eventually(parked, timeout=30, what="work to be parked by the breaker")
+            await asyncio.sleep(3.0)  # stay down for several breaker windows
+            for request_id in ids:
+                current = await api(stack, "GET", f"/requests/{request_id}/status")
+                assert current["status"] in ("submitted", "in_progress"), current
+            await proxy.up()
+            keys_opened: list[str] = []
+            for request_id in ids:
+                waiting = await status_becomes(stack, request_id, "awaiting_manual")
+                keys_opened.append(waiting["actions"][0]["outputs"]["key"])
+                assert (
+                    await issues_labelled(jira_url, idempotency_label(request_id, "create_ticket"))
+                    == 1
+                )
+            assert len(set(keys_opened)) == len(ids)
+            async with aiohttp.ClientSession() as http:
+                client = JiraClient(jira_url, session=http)
+                for key in keys_opened:
+                    await client.transition_to(key, "Done")
+            for request_id in ids:
+                await status_becomes(stack, request_id, "completed")
