@@ -149,7 +149,8 @@ async def test_requests_wait_out_a_jira_outage_and_finish_once_it_is_back(
             async def parked() -> bool:
                 return bool(
                     await stack.pool.fetchval(
-                        "SELECT count(*) FROM fulfillment_jobs WHERE last_error LIKE '%breaker open%'"
+                        "SELECT count(*) FROM fulfillment_jobs "
+                        "WHERE last_error LIKE '%breaker open%'"
                     )
                 )
 
