@@ -13,11 +13,12 @@ from pathlib import Path
 import asyncpg
 
 from pao.shared.database import migrate
+from pao.stack.runtime import MIGRATIONS
 
 
 @contextlib.asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
-    """A migrated database on PAO_DATABASE_URL's server, else on an embedded server."""
+    """A database with every service's tables, on PAO_DATABASE_URL's server or an embedded one."""
     server = os.environ.get("PAO_DATABASE_URL")
     embedded = None
     tmp = None
@@ -33,7 +34,7 @@ async def fresh_database() -> AsyncIterator[str]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     dsn = server.rpartition("/")[0] + f"/{name}"
     try:
-        await migrate(dsn)
+        await migrate(dsn, MIGRATIONS)
         yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

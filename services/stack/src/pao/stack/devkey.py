@@ -17,10 +17,12 @@ def load_or_create_dev_key(data_dir: Path) -> KeyEntry:
     path = data_dir / "dev-key.yaml"
     if path.exists():
         return KeyEntry.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    user = _user_name()
     entry = KeyEntry(
         access_key_id="PAODEV" + secrets.token_hex(7).upper(),
         secret_access_key=secrets.token_urlsafe(30),
-        user=_user_name(),
+        user=user,
+        email=f"{user}@localhost",
         teams=("platform",),
         roles=("admin",),
     )
