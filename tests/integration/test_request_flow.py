@@ -267,3 +267,67 @@ async def test_requesters_see_only_their_own_requests(stack: Stack) -> None:
     assert request_id not in [r["request_id"] for r in mine["requests"]]
     everyone = await api(stack, "GET", "/requests", who="admin", params={"limit": 500})
     assert request_id in [r["request_id"] for r in everyone["requests"]]
+
+
+async def snapshot(stack: Stack) -> dict[str, list[Any]]:
+    tables = {
+        "requests": "SELECT * FROM requests ORDER BY request_id",
+        "request_actions": "SELECT * FROM request_actions ORDER BY request_id, position",
+        "request_log": "SELECT * FROM request_log ORDER BY request_id, seq",
+    }
+    return {name: [dict(r) for r in await stack.pool.fetch(sql)] for name, sql in tables.items()}
+
+
+async def test_the_read_models_rebuild_from_position_zero_to_the_same_rows(stack: Stack) -> None:
+    from pao.request.projection import rebuild
+
+    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "rebuilt"})
+    await status_becomes(stack, request_id, "awaiting_manual")
+    await api(stack, "POST", f"/requests/{request_id}/escalate", body={"reason": "soon please"})
+
+    async def ticket_updated() -> bool:
+        logs = await api(stack, "GET", f"/requests/{request_id}/logs")
+        return "ManualTicketUpdated" in [e["event_type"] for e in logs["entries"]]
+
+    await eventually(ticket_updated, what="the escalation to reach the ticket")
+
+    async def settled() -> dict[str, list[Any]] | None:
+        before = await snapshot(stack)
+        head = await stack.pool.fetchval("SELECT max(global_position) FROM events")
+        applied = await stack.pool.fetchval(
+            "SELECT global_position FROM projection_checkpoints WHERE name = 'requests'"
+        )
+        return before if head == applied and before == await snapshot(stack) else None
+
+    before = await eventually(settled, what="the projection to catch up")
+    assert await rebuild(stack.pool) > 0
+    assert await snapshot(stack) == before
+
+
+async def test_logs_follow_streams_events_until_the_request_ends(
+    stack: Stack, jira: JiraClient
+) -> None:
+    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "streamed"})
+    key = (await status_becomes(stack, request_id, "awaiting_manual"))["actions"][0]["outputs"][
+        "key"
+    ]
+    client = signed_client(stack.url)
+
+    def follow() -> list[str]:
+        return list(client.stream_lines(f"/requests/{request_id}/logs", params={"follow": "true"}))
+
+    streaming = asyncio.create_task(asyncio.to_thread(follow))
+    await asyncio.sleep(0.5)
+    await jira.transition_to(key, "Done")
+    lines = await asyncio.wait_for(streaming, timeout=30)
+    client.close()
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert events[-1] == "end"
+    assert events.count("log") >= 5
+    assert any('"RequestCompleted"' in line for line in lines)
+
+
+async def test_a_bad_filter_is_named(stack: Stack) -> None:
+    with pytest.raises(CliError) as caught:
+        await api(stack, "GET", "/requests", params={"status": "done"})
+    assert caught.value.details[0]["field"] == "status"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,14 @@ from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
 
 app = typer.Typer(help="Request services and follow them.", no_args_is_help=True)
+
+
+class Urgency(StrEnum):
+    low = "low"
+    normal = "normal"
+    high = "high"
+    critical = "critical"
+
 
 TERMINAL = ("completed", "failed", "aborted")
 _POLL = 1.0
@@ -246,10 +255,13 @@ def status(
     ctx: typer.Context,
     request_id: Annotated[str, typer.Argument()],
     watch: Annotated[bool, typer.Option("--watch", help="Follow until the request ends.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --watch: give up after this many seconds (exit 3).")
+    ] = None,
 ) -> None:
     """The request's status and each action's progress; exit 1 unless completed with --watch."""
     if watch:
-        _finish(ctx, _follow(ctx, request_id, timeout=None))
+        _finish(ctx, _follow(ctx, request_id, timeout=timeout))
         return
     current = call(ctx, "GET", f"/requests/{request_id}/status")
     g = globals_of(ctx)
@@ -307,7 +319,12 @@ def logs(
             elif line.startswith("data: "):
                 data = json.loads(line[6:])
                 if event == "end":
-                    console.print(f"-- request {data['status']}", markup=False)
+                    if g.output is OutputFormat.json:
+                        console.print(
+                            json.dumps({"end": True, **data}), markup=False, highlight=False
+                        )
+                    else:
+                        console.print(f"-- request {data['status']}", markup=False)
                     return
                 _print_entry(data, g.output)
     finally:
@@ -338,7 +355,9 @@ def escalate(
     ctx: typer.Context,
     request_id: Annotated[str, typer.Argument()],
     reason: Annotated[str, typer.Option(help="Why it needs attention.")],
-    urgency: Annotated[str, typer.Option(help="low, normal, high or critical.")] = "high",
+    urgency: Annotated[
+        Urgency, typer.Option(help="How urgent.", case_sensitive=False)
+    ] = Urgency.high,
 ) -> None:
     """Escalate to the owning team: ticket priority raised, team told."""
     answer = call(

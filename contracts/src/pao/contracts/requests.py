@@ -23,7 +23,7 @@ class AbortBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="aborted by the requester", min_length=1, max_length=2000)
+    reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class EscalateBody(BaseModel):

@@ -61,7 +61,11 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:
         try:
             await admin.create_topics(
                 [
-                    NewTopic(t, num_partitions=settings.kafka_partitions, replication_factor=1)
+                    NewTopic(
+                        t,
+                        num_partitions=settings.kafka_partitions,
+                        replication_factor=settings.kafka_replication_factor,
+                    )
                     for t in missing
                 ]
             )

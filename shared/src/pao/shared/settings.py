@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         default=True, description="Idempotent producer; on for Apache Kafka, off for tansu."
     )
     kafka_partitions: int = Field(default=3, ge=1, description="Partitions for topics PAO creates.")
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, description="Replicas for topics PAO creates (3 on a production Kafka)."
+    )
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)

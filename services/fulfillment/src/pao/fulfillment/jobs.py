@@ -56,7 +56,8 @@ async def claim(pool: asyncpg.Pool, limit: int) -> list[Job]:
         """UPDATE fulfillment_jobs SET state = 'running', updated_at = now()
            WHERE id IN (SELECT id FROM fulfillment_jobs
                         WHERE state = 'pending' AND due_at <= now()
-                        ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                        -- New work first: a backlog of polls must not delay opening tickets.
+                        ORDER BY kind = 'poll', due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
            RETURNING id, request_id, action, kind, attempt, payload, due_at""",
         limit,
     )

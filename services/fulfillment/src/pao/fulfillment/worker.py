@@ -351,8 +351,13 @@ class Worker:
 
     async def _poll(self, job: jobs.Job, state: RequestState) -> None:
         current = state.action(job.action)
-        if current.status != "awaiting_manual" or self._parts.jira is None:
+        if current.status != "awaiting_manual":
             await jobs.finish(self._parts.pool, job)
+            return
+        if self._parts.jira is None:
+            await self._fail(
+                job, state, f"no JIRA is configured (PAO_JIRA_URL) to follow {job.payload['key']}"
+            )
             return
         definition = self._definition(state, job.action)
         key = job.payload["key"]

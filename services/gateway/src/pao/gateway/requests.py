@@ -68,25 +68,28 @@ async def submit(request: web.Request) -> web.Response:
             details=[ErrorDetail(field="Idempotency-Key", message="length")],
         )
     identity = request[IDENTITY]
-    item = request.app[CATALOG].view.items.get(body.item_id)
-    if item is None:
-        raise PaoError(
-            errors.ITEM_NOT_FOUND,
-            f"no catalog item '{body.item_id}'",
-            details=[ErrorDetail(field="/item_id", message=body.item_id)],
-        )
     requester = Requester(
         id=identity.user, name=identity.name, email=identity.email, teams=list(identity.teams)
     )
-    outcome = await commands.submit_request(
-        SubmitRequest(
-            item_id=body.item_id, inputs=body.inputs, requester=requester, idempotency_key=key
-        ),
-        store=request.app[STORE],
-        item=item,
-        default_environment=request.app[SETTINGS].default_environment,
-        correlation_id=request[CORRELATION_ID],
+    command = SubmitRequest(
+        item_id=body.item_id, inputs=body.inputs, requester=requester, idempotency_key=key
     )
+    outcome = await commands.earlier_submit(command, store=request.app[STORE])
+    if outcome is None:
+        item = request.app[CATALOG].view.items.get(body.item_id)
+        if item is None:
+            raise PaoError(
+                errors.ITEM_NOT_FOUND,
+                f"no catalog item '{body.item_id}'",
+                details=[ErrorDetail(field="/item_id", message=body.item_id)],
+            )
+        outcome = await commands.submit_request(
+            command,
+            store=request.app[STORE],
+            item=item,
+            default_environment=request.app[SETTINGS].default_environment,
+            correlation_id=request[CORRELATION_ID],
+        )
     status = "submitted"
     if not outcome.created:
         existing = await queries.get_request(request.app[POOL], outcome.request_id)
@@ -125,6 +128,12 @@ async def list_requests(request: web.Request) -> web.Response:
         message = f"sort must be one of {', '.join(queries.SORTS)}"
         raise PaoError(
             errors.INVALID_QUERY, message, details=[ErrorDetail(field="sort", message=message)]
+        )
+    wanted_status = text_param(request, "status")
+    if wanted_status is not None and wanted_status not in queries.STATUSES:
+        message = f"status must be one of {', '.join(queries.STATUSES)}"
+        raise PaoError(
+            errors.INVALID_QUERY, message, details=[ErrorDetail(field="status", message=message)]
         )
     where = queries.RequestFilter(
         status=text_param(request, "status"),
@@ -233,6 +242,9 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     found = await _visible(request)
     request_id = found["request_id"]
     after = int_param(request, "after", 0, low=0, high=1_000_000)
+    resume = request.headers.get("Last-Event-ID", "")
+    if resume.isdigit():  # an event-stream client reconnecting
+        after = max(after, int(resume))
     pool = request.app[POOL]
     if request.query.get("follow", "false").lower() not in ("true", "1", "yes"):
         entries = await queries.get_logs(pool, request_id, after=after)
@@ -298,7 +310,7 @@ async def abort(request: web.Request) -> web.Response:
         AbortRequest(
             request_id=request.match_info["request_id"],
             by=request[IDENTITY].user,
-            reason=body.reason,
+            reason=body.reason or f"aborted by {request[IDENTITY].user}",
         ),
         store=request.app[STORE],
         authorize=_authorizer(request),

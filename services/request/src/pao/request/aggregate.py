@@ -190,8 +190,8 @@ def decide_retry(state: RequestState, *, by: str) -> ev.RequestRetried:
 
 
 def decide_abort(state: RequestState, *, by: str, reason: str) -> ev.RequestAborted:
-    """A request that has not ended can be aborted."""
-    if state.status in TERMINAL:
+    """A request can be aborted until it completes; aborting a failed one closes it for good."""
+    if state.status in ("completed", "aborted"):
         raise CommandRejected(f"the request already ended ({state.status})")
     return ev.RequestAborted(request_id=state.request_id, by=by, reason=reason)
 
@@ -199,7 +199,8 @@ def decide_abort(state: RequestState, *, by: str, reason: str) -> ev.RequestAbor
 def decide_escalate(
     state: RequestState, *, by: str, reason: str, urgency: str
 ) -> ev.RequestEscalated:
-    """A request that has not ended can be escalated, one level higher each time."""
+    """A request can be escalated, one level higher each time, until it completes or is
+    aborted (a failed request is worth escalating: someone has to look at it)."""
     if state.status in ("completed", "aborted"):
         raise CommandRejected(f"the request already ended ({state.status})")
     return ev.RequestEscalated(

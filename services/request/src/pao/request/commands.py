@@ -46,6 +46,35 @@ def _body_hash(cmd: SubmitRequest) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+async def earlier_submit(cmd: SubmitRequest, *, store: EventStore) -> Submitted | None:
+    """The request an Idempotency-Key already names, answered as it was (before any catalog
+    lookup or validation: the item may have changed or gone since)."""
+    if not cmd.idempotency_key:
+        return None
+    row = await store.pool.fetchrow(
+        "SELECT body_hash, request_id FROM submit_idempotency WHERE requester = $1 AND key = $2",
+        cmd.requester.id,
+        cmd.idempotency_key,
+    )
+    if row is None:
+        return None
+    if row["body_hash"] != _body_hash(cmd):
+        raise _key_reused(cmd.idempotency_key, row["request_id"])
+    state = await load_request(store, row["request_id"])
+    assert state.submitted is not None
+    return Submitted(
+        state.request_id, state.submitted.item_id, state.submitted.item_version, created=False
+    )
+
+
+def _key_reused(key: str, request_id: str) -> PaoError:
+    return PaoError(
+        errors.IDEMPOTENCY_KEY_REUSED,
+        f"Idempotency-Key {key!r} was used for request {request_id} with a different body",
+        details=[ErrorDetail(field="Idempotency-Key", message="reused with a different body")],
+    )
+
+
 def check_inputs(item: dict[str, Any], inputs: dict[str, Any], requester: ev.Requester) -> None:
     """Every problem of the inputs at once (form, then a dry render); nothing is stored."""
     problems = input_problems(item["form"]["schema"], inputs)
@@ -124,12 +153,7 @@ async def _claim_key(conn: asyncpg.Connection, cmd: SubmitRequest, request_id: s
         cmd.idempotency_key,
     )
     if row["body_hash"] != body_hash:
-        raise PaoError(
-            errors.IDEMPOTENCY_KEY_REUSED,
-            f"Idempotency-Key {cmd.idempotency_key!r} was used for request "
-            f"{row['request_id']} with a different body",
-            details=[ErrorDetail(field="Idempotency-Key", message="reused with a different body")],
-        )
+        raise _key_reused(cmd.idempotency_key or "", row["request_id"])
     return str(row["request_id"])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,8 @@ from pao.shared.eventstore import Checkpoint, read_committed
 log = structlog.get_logger(__name__)
 
 NAME = "requests"
+#: The longest a projection transaction applies events before it commits.
+MAX_TRANSACTION_SECONDS = 0.02
 TABLES = ("request_log", "request_actions", "requests")
 
 
@@ -269,47 +272,68 @@ class Projector:
         self._pool = pool
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._checkpoint: Checkpoint | None = None
         self.applied = 0
 
-    async def step(self) -> int:
-        """Apply the next batch with its checkpoint in one transaction; return how many."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT transaction_id::text AS txid, global_position FROM "
-                "projection_checkpoints WHERE name = $1 FOR UPDATE",
+    async def _stored_checkpoint(self, conn: asyncpg.Connection) -> Checkpoint:
+        row = await conn.fetchrow(
+            "SELECT transaction_id::text AS txid, global_position FROM projection_checkpoints "
+            "WHERE name = $1 FOR UPDATE",
+            NAME,
+        )
+        if row is None:
+            await conn.execute(
+                "INSERT INTO projection_checkpoints (name, transaction_id, global_position) "
+                "VALUES ($1, '0', 0) ON CONFLICT DO NOTHING",
                 NAME,
             )
-            if row is None:
-                await conn.execute(
-                    "INSERT INTO projection_checkpoints (name, transaction_id, global_position) "
-                    "VALUES ($1, '0', 0) ON CONFLICT DO NOTHING",
-                    NAME,
-                )
-                checkpoint = Checkpoint()
-            else:
-                checkpoint = Checkpoint(int(row["txid"]), row["global_position"])
-            batch = await read_committed(conn, checkpoint, self._batch_size)
-            if not batch:
+            return Checkpoint()
+        return Checkpoint(int(row["txid"]), row["global_position"])
+
+    async def step(self) -> int:
+        """Apply the next events with their checkpoint in one short transaction; return how many.
+
+        Events are read before the transaction starts, and it commits after at most
+        MAX_TRANSACTION_SECONDS of work: while it is open it holds back the commit-safe horizon
+        that the relay and this projector read up to, so it must stay short.
+        """
+        if self._checkpoint is None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                self._checkpoint = await self._stored_checkpoint(conn)
+        batch = await read_committed(self._pool, self._checkpoint, self._batch_size)
+        if not batch:
+            return 0
+        applied = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await self._stored_checkpoint(conn)
+            if stored != self._checkpoint:
+                self._checkpoint = stored  # rebuilt meanwhile: start again from there
                 return 0
-            for _, envelope in batch:
+            started = time.monotonic()
+            for checkpoint, envelope in batch:
                 await apply(conn, envelope)
-            last = batch[-1][0]
+                applied += 1
+                self._checkpoint = checkpoint
+                if time.monotonic() - started > MAX_TRANSACTION_SECONDS:
+                    break
             await conn.execute(
                 "UPDATE projection_checkpoints SET transaction_id = $2::text::xid8, "
                 "global_position = $3, updated_at = now() WHERE name = $1",
                 NAME,
-                str(last.transaction_id),
-                last.global_position,
+                str(self._checkpoint.transaction_id),
+                self._checkpoint.global_position,
             )
-        self.applied += len(batch)
-        return len(batch)
+        self.applied += applied
+        return applied
 
     async def catch_up(self) -> int:
         """Apply until nothing committed is left; return how many events were applied."""
         total = 0
-        while applied := await self.step():
+        while True:
+            applied = await self.step() or await self.step()  # a second try after a rebuild
+            if not applied:
+                return total
             total += applied
-        return total
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the store until `stop` is set."""
@@ -324,7 +348,7 @@ class Projector:
                 await _sleep(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if applied < self._batch_size:
+            if not applied:
                 await _sleep(stop, self._poll_interval)
 
 

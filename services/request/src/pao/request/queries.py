@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+STATUSES = ("submitted", "in_progress", "awaiting_manual", "completed", "failed", "aborted")
+
 SORTS = {
     "created_at": "created_at ASC",
     "-created_at": "created_at DESC",
@@ -93,6 +95,12 @@ async def list_requests(
 
 async def get_request(pool: asyncpg.Pool, request_id: str) -> dict[str, Any] | None:
     """A request with its inputs, actions and escalations; None if the projection lacks it."""
+    # One snapshot for both tables, so the request and its actions agree.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _get_request(conn, request_id)
+
+
+async def _get_request(pool: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow(
         f"SELECT {_SUMMARY}, inputs, details, correlation_id, stream_version FROM requests "
         "WHERE request_id = $1",

@@ -274,12 +274,26 @@ app.add_typer(projections_app, name="projections")
 
 
 @projections_app.command("rebuild")
-def projections_rebuild() -> None:
+def projections_rebuild(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A `pao up` state folder holding the database address (when no PAO_DATABASE_URL).",
+            envvar="PAO_DATA_DIR",
+            show_default=".pao",
+        ),
+    ] = None,
+) -> None:
     """Empty the request read models and replay every event from position 0."""
-    settings = _settings()
+    settings = _settings(data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_format)
+    stack_file = settings.data_dir / "stack.json"
+    if not settings.database_url and stack_file.exists():
+        settings = settings.model_copy(
+            update={"database_url": json.loads(stack_file.read_text())["database"]}
+        )
     if not settings.database_url:
-        _fail("set PAO_DATABASE_URL")
+        _fail("set PAO_DATABASE_URL (or run it beside a running `pao up`)")
     assert settings.database_url
     from pao.request.projection import rebuild
 

@@ -18,7 +18,7 @@ from pao.catalog.bootstrap import CatalogParts, source_from_settings
 from pao.catalog.follower import follow_catalog
 from pao.catalog.refresh import refresh_catalog
 from pao.catalog.sources import DirectorySource, GitSource, SourceError
-from pao.contracts.topics import topic_for_category
+from pao.contracts.topics import ALL_TOPICS, topic_for_category
 from pao.fulfillment import scheduling
 from pao.fulfillment.executors import JiraExecutor, JiraSettings, RestExecutor, TerraformExecutor
 from pao.fulfillment.jira import JiraClient
@@ -31,7 +31,7 @@ from pao.shared.consumer import EventConsumer
 from pao.shared.database import create_pool
 from pao.shared.environments import environments, system_scope
 from pao.shared.eventstore import EventStore
-from pao.shared.kafka import make_producer
+from pao.shared.kafka import ensure_topics, make_producer
 from pao.shared.keystore import KeyStore
 from pao.shared.relay import Relay
 from pao.shared.secrets import secret_provider
@@ -120,6 +120,8 @@ async def run_services(
     scope = _Scope(settings, pool, EventStore(pool), stop)
     running = Running()
     try:
+        if set(names) & {"relay", "request", "fulfillment", "notification"}:
+            await ensure_topics(settings, ALL_TOPICS)  # consumers need their partitions
         if "relay" in names:
             await _start_relay(scope, relay_from_start)
         if "projector" in names:
