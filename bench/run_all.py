@@ -15,7 +15,7 @@ for script in (
     "catalog_load.py",
     "catalog_api.py",
     "render.py",
-    "requests.py",
+    "request_flow.py",
 ):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
+import orjson
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -20,9 +20,17 @@ MIGRATION_PACKAGES: tuple[str, ...] = ("pao.shared.migrations",)
 _MIGRATION_LOCK = 0x5A0_0001
 
 
+def _encode_json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # orjson: event payloads are decoded on every read, and the standard library's json is
+    # several times slower at it.
+    for kind in ("jsonb", "json"):
+        await conn.set_type_codec(
+            kind, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
 
 
 async def create_pool(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
+import orjson
 
 from pao.contracts.envelope import EventEnvelope, NewEvent
 
@@ -135,7 +135,7 @@ class EventStore:
                 e.correlation_id,
                 e.causation_id,
                 e.actor,
-                json.dumps(e.data),
+                orjson.dumps(e.data).decode(),
             )
             for e in events
         ]

@@ -12,7 +12,6 @@ rolled-back transaction simply leaves the horizon when it ends, so it never stal
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -56,7 +55,7 @@ def record_headers(event: EventEnvelope) -> list[tuple[str, bytes]]:
 
 def decode_record_value(value: bytes) -> EventEnvelope:
     """An envelope back from a Kafka record value."""
-    return EventEnvelope.model_validate(json.loads(value))
+    return EventEnvelope.model_validate_json(value)
 
 
 class Relay:

@@ -74,7 +74,7 @@ class FormDescription:
 
 def input_problems(form_schema: Mapping[str, Any], inputs: Any) -> list[Problem]:
     """Every way `inputs` breaks the form, each with a JSON pointer under /inputs."""
-    validator = schemas.form_validator(dict(form_schema))
+    validator = schemas.form_validator(form_schema)  # type: ignore[arg-type]
     problems = [_problem(error) for error in validator.iter_errors(inputs)]
     return sorted(problems, key=lambda p: p.pointer)
 

@@ -99,6 +99,19 @@ def fast_check(name: str) -> Callable[[Any], bool]:
     return check
 
 
+_FORM_VALIDATORS: dict[int, tuple[Any, Draft202012Validator]] = {}
+
+
 def form_validator(form_schema: dict[str, Any]) -> Draft202012Validator:
-    """A validator for an item's form (which may reference common types)."""
-    return Draft202012Validator(form_schema, registry=registry(), format_checker=FormatChecker())
+    """A validator for an item's form (which may reference common types), kept per form object:
+    served items are validated against many times."""
+    hit = _FORM_VALIDATORS.get(id(form_schema))
+    if hit is not None and hit[0] is form_schema:
+        return hit[1]
+    validator = Draft202012Validator(
+        form_schema, registry=registry(), format_checker=FormatChecker()
+    )
+    if len(_FORM_VALIDATORS) > 1_000:
+        _FORM_VALIDATORS.clear()
+    _FORM_VALIDATORS[id(form_schema)] = (form_schema, validator)
+    return validator

@@ -30,7 +30,8 @@ from pao.fulfillment.executors import (
     TerraformExecutor,
     idempotency_label,
 )
-from pao.request.aggregate import TERMINAL, RequestState, fold, stream_of
+from pao.request.aggregate import TERMINAL, RequestState, stream_of
+from pao.request.states import RequestStates
 from pao.shared.eventstore import ConcurrencyConflict, EventStore
 from pao.shared.secrets import SecretNotFound, SecretProvider
 from pao.spec.rendering import RenderError, render_value
@@ -86,6 +87,7 @@ class Worker:
             exclude=[(ActionError, lambda exc: not exc.transient)],
         )
         self._running: set[asyncio.Task[None]] = set()
+        self._states = RequestStates(parts.store)
         self.done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -129,7 +131,7 @@ class Worker:
                 structlog.contextvars.unbind_contextvars("request_id", "action")
 
     async def _load(self, request_id: str) -> RequestState:
-        return fold(request_id, await self._parts.store.read_stream(stream_of(request_id)))
+        return await self._states.load(request_id)
 
     async def _append(self, state: RequestState, *events: ev.Event) -> RequestState:
         await self._parts.store.append(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pao.contracts import events as ev
@@ -120,8 +120,18 @@ class RequestState:
     def escalation_level(self) -> int:
         return self.escalations[-1].level if self.escalations else 0
 
+    def copy(self) -> RequestState:
+        """An independent copy (the pinned submission, frozen, is shared)."""
+        return replace(
+            self,
+            actions=[replace(a, outputs=dict(a.outputs)) for a in self.actions],
+            escalations=list(self.escalations),
+        )
+
     def apply(self, envelope: EventEnvelope) -> None:
-        """Fold one event of this request's stream."""
+        """Fold one event of this request's stream (an event already folded is skipped)."""
+        if envelope.stream_version <= self.version:
+            return
         event = ev.decode(envelope)
         self.version = envelope.stream_version
         at = envelope.occurred_at.isoformat()

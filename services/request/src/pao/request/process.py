@@ -7,6 +7,7 @@ import asyncpg
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.request.aggregate import TERMINAL, fold, stream_of
+from pao.request.states import RequestStates
 from pao.shared.eventstore import EventStore
 
 CONSUMER = "pao-request-process"
@@ -14,13 +15,21 @@ REACTS_TO = frozenset({"ActionSucceeded", "ActionSkipped", "ActionFailed"})
 
 
 async def on_action_event(
-    conn: asyncpg.Connection, envelope: EventEnvelope, *, store: EventStore
+    conn: asyncpg.Connection,
+    envelope: EventEnvelope,
+    *,
+    store: EventStore,
+    states: RequestStates | None = None,
 ) -> None:
     """All actions done -> RequestCompleted; an action failed for good -> RequestFailed."""
     if envelope.event_type not in REACTS_TO:
         return
     request_id = envelope.stream_id.removeprefix("request-")
-    state = fold(request_id, await store.read_stream(stream_of(request_id), conn=conn))
+    state = (
+        await states.load(request_id, conn=conn)
+        if states is not None
+        else fold(request_id, await store.read_stream(stream_of(request_id), conn=conn))
+    )
     if not state.exists or state.status in TERMINAL:
         return
     decided: ev.Event | None = None

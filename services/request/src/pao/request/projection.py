@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 
 NAME = "requests"
 #: The longest a projection transaction applies events before it commits.
-MAX_TRANSACTION_SECONDS = 0.02
+MAX_TRANSACTION_SECONDS = 0.05
 TABLES = ("request_log", "request_actions", "requests")
 
 
@@ -273,6 +273,7 @@ class Projector:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._checkpoint: Checkpoint | None = None
+        self._ahead: list[tuple[Checkpoint, EventEnvelope]] = []
         self.applied = 0
 
     async def _stored_checkpoint(self, conn: asyncpg.Connection) -> Checkpoint:
@@ -300,29 +301,38 @@ class Projector:
         if self._checkpoint is None:
             async with self._pool.acquire() as conn, conn.transaction():
                 self._checkpoint = await self._stored_checkpoint(conn)
-        batch = await read_committed(self._pool, self._checkpoint, self._batch_size)
+        if not self._ahead:
+            # Read ahead once and apply over several short transactions: reading (and decoding)
+            # a batch again for every transaction would cost more than applying it.
+            self._ahead = await read_committed(self._pool, self._checkpoint, self._batch_size)
+        batch = self._ahead
         if not batch:
             return 0
         applied = 0
+        reached = self._checkpoint
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await self._stored_checkpoint(conn)
             if stored != self._checkpoint:
                 self._checkpoint = stored  # rebuilt meanwhile: start again from there
+                self._ahead = []
                 return 0
             started = time.monotonic()
             for checkpoint, envelope in batch:
                 await apply(conn, envelope)
                 applied += 1
-                self._checkpoint = checkpoint
+                reached = checkpoint
                 if time.monotonic() - started > MAX_TRANSACTION_SECONDS:
                     break
             await conn.execute(
                 "UPDATE projection_checkpoints SET transaction_id = $2::text::xid8, "
                 "global_position = $3, updated_at = now() WHERE name = $1",
                 NAME,
-                str(self._checkpoint.transaction_id),
-                self._checkpoint.global_position,
+                str(reached.transaction_id),
+                reached.global_position,
             )
+        # Only once committed: a failed transaction leaves the buffer and checkpoint as they were.
+        self._checkpoint = reached
+        del self._ahead[:applied]
         self.applied += applied
         return applied
 

@@ -229,16 +229,20 @@ def _banner(stack: dict[str, object], seconds: float, data_dir: Path) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+    services: Annotated[
+        list[str],
+        typer.Argument(help=f"One or more of: {', '.join(SERVICES)}.", show_default=False),
+    ],
     port: Annotated[
         int | None,
         typer.Option(help="Gateway HTTP port.", envvar="PAO_HTTP_PORT", show_default="8080"),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Gateway bind address.")] = None,
 ) -> None:
-    """Run one service against PAO_DATABASE_URL and PAO_KAFKA_BOOTSTRAP (one per container)."""
-    if service not in SERVICES:
-        _fail(f"unknown service {service!r}; choose one of: {', '.join(SERVICES)}")
+    """Run services against PAO_DATABASE_URL and PAO_KAFKA_BOOTSTRAP (usually one per container)."""
+    unknown = [s for s in services if s not in SERVICES]
+    if unknown:
+        _fail(f"unknown service(s) {', '.join(unknown)}; choose from: {', '.join(SERVICES)}")
     settings = _settings(http_port=port, http_host=host)
     configure_logging(settings.log_level, settings.log_format)
     if not settings.database_url or not settings.kafka_bootstrap:
@@ -250,9 +254,9 @@ def serve(
         await _wait_for_signal(stop)
 
         async def started(running: Running) -> None:
-            log.info("service started", service=service, gateway=running.gateway_url)
+            log.info("services started", services=running.services, gateway=running.gateway_url)
 
-        await run_services(settings, [service], stop, keys=keys, on_started=started)
+        await run_services(settings, services, stop, keys=keys, on_started=started)
 
     asyncio.run(main())
 

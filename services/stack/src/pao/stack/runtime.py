@@ -27,6 +27,7 @@ from pao.fulfillment.worker import Parts, Worker
 from pao.gateway.app import create_app
 from pao.request import process
 from pao.request.projection import Projector
+from pao.request.states import RequestStates
 from pao.shared.consumer import EventConsumer
 from pao.shared.database import create_pool
 from pao.shared.environments import environments, system_scope
@@ -169,9 +170,10 @@ async def _start_relay(scope: _Scope, from_start: bool) -> None:
 
 async def _start_consumer(scope: _Scope, name: str, handler, event_types) -> None:
     store = scope.store
+    states = RequestStates(store)
 
     async def handle(conn: asyncpg.Connection, envelope) -> None:
-        await handler(conn, envelope, store=store)
+        await handler(conn, envelope, store=store, states=states)
 
     consumer = EventConsumer(
         scope.pool,

@@ -1,12 +1,12 @@
 """Request figures: submit throughput and latency, submit to JIRA issue, read-model lag, and
 1,000 requests in flight at once.
 
-    uv run python bench/requests.py [--clients 100] [--seconds 10] [--inflight 1000]
+    uv run python bench/request_flow.py [--clients 100] [--seconds 10] [--inflight 1000]
                                     [--skip-inflight] [--jira-poll-seconds 0.5]
 
-The PAO services (gateway, relay, projector, request, fulfillment) run in one separate process
-(bench/stack_process.py) on a fresh database, a broker and an embedded JIRA; this process is the
-load generator. Every submit is a `POST /api/v1/requests` for postgresql-standard with its own
+The PAO services run as in production, apart from this process (the load generator), in three
+processes: `pao serve gateway`, `pao serve relay projector` and `pao serve request fulfillment`,
+on a fresh database, a broker and an embedded JIRA. Every submit is a `POST /api/v1/requests` for postgresql-standard with its own
 Idempotency-Key, signed with SigV4 for that request (the signing cost stays here). Each submit
 ends in a JIRA issue: the fulfillment worker opens it and records ActionAwaitingManual, then
 reads every open issue each --jira-poll-seconds; those reads share the worker's queue with the
@@ -52,6 +52,7 @@ from pao.stack.ports import free_port
 from pao.stack.processes import ChildProcess
 
 HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
 REPO = HERE.parent
 KEY_ID, SECRET = "PAOBENCHKEY000000002", "bench-secret"
 ITEM = "postgresql-standard"
@@ -120,7 +121,7 @@ def _error_code(answer: bytes) -> str:
     return answer[:80].decode(errors="replace")
 
 
-async def start_stack(
+async def start_stack(  # the gateway and the other services, each process its own
     dsn: str, bootstrap: str, jira_url: str, poll_seconds: float, tmp: Path
 ) -> tuple[ChildProcess, str]:
     keys = tmp / "keys.yaml"
@@ -153,25 +154,31 @@ async def start_stack(
         "PAO_DATA_DIR": str(tmp),
         "PAO_LOG_LEVEL": "warning",
     }
-    stack = ChildProcess(
-        "pao-services",
-        [sys.executable, "-P", str(HERE / "stack_process.py")],
-        log_path=tmp / "stack.log",
-        env=env,
-    )
-    stack.start()
+    # As in production, the gateway and the event-driven services are separate processes.
+    stack = [
+        ChildProcess(
+            name, [str(BIN / "pao"), "serve", *services], log_path=tmp / f"{name}.log", env=env
+        )
+        for name, services in (
+            ("workers", ["relay", "projector", "request", "fulfillment"]),
+            ("gateway", ["gateway"]),
+        )
+    ]
+    for process in stack:
+        process.start()
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
         for _ in range(600):
-            if not stack.running:
+            if not all(p.running for p in stack):
                 break
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(f"{url}/api/v1/health/ready") as r:
                     if r.status == 200:
                         return stack, url
             await asyncio.sleep(0.1)
-    tail = stack.log_tail()
-    await stack.stop()
+    tail = "\n".join(p.log_tail() for p in stack)
+    for process in stack:
+        await process.stop()
     raise RuntimeError(f"the PAO services did not become ready:\n{tail}")
 
 
@@ -364,9 +371,10 @@ async def main(
                     finally:
                         await pool.close()
                 finally:
-                    crashed = not stack.running
-                    await stack.stop(timeout=30)
-                    report_log(stack, crashed)
+                    for process in stack:
+                        crashed = not process.running
+                        await process.stop(timeout=30)
+                        report_log(process, crashed)
             finally:
                 await jira.stop()
 
@@ -422,12 +430,14 @@ async def measure(
             await in_flight(pool, submitter, clients, inflight)
 
 
-def report_log(stack: ChildProcess, crashed: bool) -> None:
-    lines = stack.log_path.read_text(errors="replace").splitlines()
+def report_log(process: ChildProcess, crashed: bool) -> None:
+    lines = process.log_path.read_text(errors="replace").splitlines()
     if crashed:
-        print("the PAO services process had stopped before the end of the run")
+        print(f"the {process.name} process had stopped before the end of the run")
     if lines:
-        print(f"the PAO services logged {len(lines)} line(s) at warning or above; the last:")
+        print(
+            f"the {process.name} process logged {len(lines)} line(s) at warning or above; the last:"
+        )
         print("\n".join(f"  {line[:300]}" for line in lines[-5:]))
 
 
