@@ -2,15 +2,16 @@
 1,000 requests in flight at once.
 
     uv run python bench/request_flow.py [--clients 100] [--seconds 10] [--inflight 1000]
-                                    [--skip-inflight] [--jira-poll-seconds 0.5]
+                                    [--skip-inflight] [--jira-poll-seconds 30]
 
 The PAO services run as in production, apart from this process (the load generator), in three
 processes: `pao serve gateway`, `pao serve relay projector` and `pao serve request fulfillment`,
 on a fresh database, a broker and an embedded JIRA. Every submit is a `POST /api/v1/requests`
-for postgresql-standard with its own Idempotency-Key, signed with SigV4 for that request (the signing cost stays here). Each submit
-ends in a JIRA issue: the fulfillment worker opens it and records ActionAwaitingManual, then
-reads every open issue each --jira-poll-seconds; those reads share the worker's queue with the
-issues still to open, so the queue is printed while figures 2 and 4 wait.
+for postgresql-standard with its own Idempotency-Key, signed with SigV4 for that request (the
+signing cost stays here). Each submit ends in a JIRA issue: the fulfillment worker opens it and
+records ActionAwaitingManual, then reads every open issue each --jira-poll-seconds; those reads
+share the worker's queue with the issues still to open, so the queue is printed while figures 2
+and 4 wait.
 
 1. submits/s and latency (POST sent -> 202 read) at N clients for S seconds, after a 2 s warm-up.
 2. submit -> JIRA issue open, from the store's clocks: recorded_at of ActionAwaitingManual minus
@@ -450,7 +451,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--jira-poll-seconds",
         type=float,
-        default=0.5,
+        default=30.0,
         help="how often the worker reads each open JIRA issue (PAO_JIRA_POLL_SECONDS)",
     )
     args = parser.parse_args()
