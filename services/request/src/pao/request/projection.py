@@ -9,8 +9,6 @@ whole history and arrives at the same rows.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from typing import Any
 
 import asyncpg
@@ -24,8 +22,6 @@ from pao.shared.eventstore import Checkpoint, read_committed
 log = structlog.get_logger(__name__)
 
 NAME = "requests"
-#: The longest a projection transaction applies events before it commits.
-MAX_TRANSACTION_SECONDS = 0.05
 TABLES = ("request_log", "request_actions", "requests")
 
 
@@ -78,79 +74,6 @@ def describe(event: ev.Event) -> tuple[str, str]:
     return "info", type(event).__name__
 
 
-async def apply(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    """Apply one request event to the read models."""
-    if envelope.category != "request" or envelope.event_type not in ev.REQUEST_EVENTS:
-        return
-    event = ev.decode(envelope)
-    request_id = envelope.stream_id.removeprefix("request-")
-    at = envelope.occurred_at
-    if isinstance(event, ev.RequestSubmitted):
-        await conn.execute(
-            """INSERT INTO requests (request_id, item_id, item_version, item_name, owner_team,
-                   requester, requester_teams, environment, status, created_at, updated_at,
-                   correlation_id, stream_version, inputs, details)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9, $9, $10, $11, $12, $13)
-               ON CONFLICT (request_id) DO NOTHING""",
-            request_id,
-            event.item_id,
-            event.item_version,
-            event.item_name,
-            event.owner_team,
-            event.requester.id,
-            event.requester.teams,
-            event.environment,
-            at,
-            envelope.correlation_id,
-            envelope.stream_version,
-            event.resolved_inputs,
-            {"requester": event.requester.model_dump(), "escalations": []},
-        )
-        for position, action in enumerate(event.item["fulfillment"]["actions"]):
-            await conn.execute(
-                "INSERT INTO request_actions (request_id, position, name, type, status) "
-                "VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
-                request_id,
-                position,
-                action["name"],
-                action["type"],
-            )
-    else:
-        current = await conn.fetchval(
-            "SELECT status FROM requests WHERE request_id = $1 FOR UPDATE", request_id
-        )
-        if current is None:
-            return  # a request whose submission this projection has not seen
-        status = next_status(current, envelope.event_type)
-        finished = status in TERMINAL and current not in TERMINAL
-        await conn.execute(
-            """UPDATE requests SET status = $2, updated_at = $3, stream_version = $4,
-                   finished_at = CASE WHEN $5 THEN $3 WHEN $2 IN ('completed', 'failed',
-                                 'aborted') THEN finished_at ELSE NULL END
-               WHERE request_id = $1""",
-            request_id,
-            status,
-            at,
-            envelope.stream_version,
-            finished,
-        )
-        await _apply_details(conn, request_id, event, at)
-    level, message = describe(event)
-    await conn.execute(
-        """INSERT INTO request_log (request_id, seq, at, level, event_type, message, data,
-               global_position)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
-        request_id,
-        envelope.stream_version,
-        at,
-        level,
-        envelope.event_type,
-        message,
-        _log_data(event),
-        envelope.global_position,
-    )
-
-
 def _log_data(event: ev.Event) -> dict[str, Any]:
     data = event.model_dump(mode="json")
     data.pop("item", None)  # the pinned definition is on the request, not on every line
@@ -158,122 +81,225 @@ def _log_data(event: ev.Event) -> dict[str, Any]:
     return data
 
 
-async def _apply_details(
-    conn: asyncpg.Connection, request_id: str, event: ev.Event, at: Any
-) -> None:
-    action_sql = "UPDATE request_actions SET {} WHERE request_id = $1 AND name = $2"
+def _fold_request(row: dict[str, Any], envelope: EventEnvelope, event: ev.Event) -> None:
+    """One event's effect on a `requests` row (as a dict)."""
+    at = envelope.occurred_at
+    old = row["status"]
+    row["status"] = next_status(old, envelope.event_type)
+    if row["status"] in TERMINAL:
+        if old not in TERMINAL:
+            row["finished_at"] = at
+    else:
+        row["finished_at"] = None
+    row["updated_at"], row["stream_version"] = at, envelope.stream_version
     match event:
-        case ev.ActionStarted():
-            await conn.execute(
-                action_sql.format(
-                    "status = 'running', attempts = $3, error = NULL, "
-                    "started_at = coalesce(started_at, $4), finished_at = NULL"
-                ),
-                request_id,
-                event.action,
-                event.attempt,
-                at,
-            )
-        case ev.ActionAwaitingManual():
-            await conn.execute(
-                action_sql.format(
-                    "status = 'awaiting_manual', external_key = $3, external_url = $4"
-                ),
-                request_id,
-                event.action,
-                event.key,
-                event.url,
-            )
-        case ev.ActionRetryScheduled():
-            await conn.execute(
-                action_sql.format("status = 'retrying', error = $3"),
-                request_id,
-                event.action,
-                event.error,
-            )
-        case ev.ActionSucceeded():
-            await conn.execute(
-                action_sql.format(
-                    "status = 'succeeded', outputs = $3, error = NULL, finished_at = $4"
-                ),
-                request_id,
-                event.action,
-                event.outputs,
-                at,
-            )
-        case ev.ActionSkipped():
-            await conn.execute(
-                action_sql.format("status = 'skipped', finished_at = $3"),
-                request_id,
-                event.action,
-                at,
-            )
-        case ev.ActionFailed():
-            await conn.execute(
-                action_sql.format("status = 'failed', error = $3, attempts = $4, finished_at = $5"),
-                request_id,
-                event.action,
-                event.error,
-                event.attempts,
-                at,
-            )
-            await conn.execute(
-                "UPDATE requests SET last_error = $2 WHERE request_id = $1",
-                request_id,
-                f"{event.action}: {event.error}",
-            )
+        case ev.ActionFailed() | ev.RequestFailed():
+            row["last_error"] = f"{event.action}: {event.error}"
         case ev.RequestRetried():
-            await conn.execute(
-                "UPDATE request_actions SET status = 'pending', error = NULL, attempts = 0, "
-                "finished_at = NULL WHERE request_id = $1 AND name = ANY($2::text[])",
-                request_id,
-                event.actions,
-            )
-            await conn.execute(
-                "UPDATE requests SET last_error = NULL WHERE request_id = $1", request_id
-            )
-        case ev.RequestFailed():
-            await conn.execute(
-                "UPDATE requests SET last_error = $2 WHERE request_id = $1",
-                request_id,
-                f"{event.action}: {event.error}",
-            )
+            row["last_error"] = None
         case ev.RequestAborted():
-            await conn.execute(
-                "UPDATE requests SET last_error = $2 WHERE request_id = $1",
-                request_id,
-                f"aborted by {event.by}: {event.reason}",
-            )
+            row["last_error"] = f"aborted by {event.by}: {event.reason}"
         case ev.RequestEscalated():
-            entry = {
-                "level": event.level,
-                "reason": event.reason,
-                "urgency": event.urgency,
-                "by": event.by,
-                "at": at.isoformat(),
-            }
-            await conn.execute(
-                """UPDATE requests SET escalation_level = $2,
-                       details = jsonb_set(details, '{escalations}',
-                                           coalesce(details->'escalations', '[]'::jsonb) || $3)
-                   WHERE request_id = $1""",
-                request_id,
-                event.level,
-                json.loads(json.dumps([entry])),
+            row["escalation_level"] = event.level
+            row["escalations"].append(
+                {
+                    "level": event.level,
+                    "reason": event.reason,
+                    "urgency": event.urgency,
+                    "by": event.by,
+                    "at": at.isoformat(),
+                }
             )
+
+
+def _fold_actions(
+    actions: dict[str, dict[str, Any]], envelope: EventEnvelope, event: ev.Event
+) -> set[str]:
+    """One event's effect on the request's `request_actions` rows; the names it changed."""
+    at = envelope.occurred_at
+    name = getattr(event, "action", None)
+    row = actions.get(name) if isinstance(name, str) else None
+    match event:
+        case ev.ActionStarted() if row:
+            row.update(
+                status="running",
+                attempts=event.attempt,
+                error=None,
+                finished_at=None,
+                started_at=row["started_at"] or at,
+            )
+        case ev.ActionAwaitingManual() if row:
+            row.update(status="awaiting_manual", external_key=event.key, external_url=event.url)
+        case ev.ActionRetryScheduled() if row:
+            row.update(status="retrying", error=event.error)
+        case ev.ActionSucceeded() if row:
+            row.update(status="succeeded", outputs=event.outputs, error=None, finished_at=at)
+        case ev.ActionSkipped() if row:
+            row.update(status="skipped", finished_at=at)
+        case ev.ActionFailed() if row:
+            row.update(status="failed", error=event.error, attempts=event.attempts, finished_at=at)
+        case ev.RequestRetried():
+            for retried in event.actions:
+                if retried in actions:
+                    actions[retried].update(
+                        status="pending", error=None, attempts=0, finished_at=None
+                    )
+            return {a for a in event.actions if a in actions}
+        case _:
+            return set()
+    return {name} if row else set()
+
+
+_ACTION_COLUMNS = (
+    "status",
+    "attempts",
+    "outputs",
+    "error",
+    "started_at",
+    "finished_at",
+    "external_key",
+    "external_url",
+)
+
+
+async def apply_batch(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
+    """Apply events (in store order) to the read models with a few set-based statements: the
+    rows they touch are read once, folded here, and written back once."""
+    decoded = [
+        (e, ev.decode(e))
+        for e in envelopes
+        if e.category == "request" and e.event_type in ev.REQUEST_EVENTS
+    ]
+    if not decoded:
+        return
+    submissions = [(e, d) for e, d in decoded if isinstance(d, ev.RequestSubmitted)]
+    if submissions:
+        await conn.executemany(
+            """INSERT INTO requests (request_id, item_id, item_version, item_name, owner_team,
+                   requester, requester_teams, environment, status, created_at, updated_at,
+                   correlation_id, stream_version, inputs, details)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9, $9, $10, $11, $12, $13)
+               ON CONFLICT (request_id) DO NOTHING""",
+            [
+                (
+                    d.request_id,
+                    d.item_id,
+                    d.item_version,
+                    d.item_name,
+                    d.owner_team,
+                    d.requester.id,
+                    d.requester.teams,
+                    d.environment,
+                    e.occurred_at,
+                    e.correlation_id,
+                    e.stream_version,
+                    d.resolved_inputs,
+                    {"requester": d.requester.model_dump(), "escalations": []},
+                )
+                for e, d in submissions
+            ],
+        )
+        await conn.executemany(
+            "INSERT INTO request_actions (request_id, position, name, type, status) "
+            "VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
+            [
+                (d.request_id, position, a["name"], a["type"])
+                for _, d in submissions
+                for position, a in enumerate(d.item["fulfillment"]["actions"])
+            ],
+        )
+    ids = list({e.stream_id.removeprefix("request-") for e, _ in decoded})
+    rows = {
+        r["request_id"]: {**dict(r), "escalations": list(r["escalations"] or [])}
+        for r in await conn.fetch(
+            "SELECT request_id, status, updated_at, stream_version, finished_at, last_error, "
+            "escalation_level, details->'escalations' AS escalations FROM requests "
+            "WHERE request_id = ANY($1::text[])",
+            ids,
+        )
+    }
+    actions: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in await conn.fetch(
+        f"SELECT request_id, name, {', '.join(_ACTION_COLUMNS)} FROM request_actions "
+        "WHERE request_id = ANY($1::text[])",
+        ids,
+    ):
+        actions.setdefault(r["request_id"], {})[r["name"]] = dict(r)
+    changed_requests: set[str] = set()
+    changed_actions: set[tuple[str, str]] = set()
+    logs = []
+    for envelope, event in decoded:
+        request_id = envelope.stream_id.removeprefix("request-")
+        row = rows.get(request_id)
+        if row is None:
+            continue  # a request whose submission this projection has not seen
+        if (
+            not isinstance(event, ev.RequestSubmitted)
+            and envelope.stream_version > row["stream_version"]
+        ):
+            _fold_request(row, envelope, event)
+            changed_requests.add(request_id)
+            for name in _fold_actions(actions.get(request_id, {}), envelope, event):
+                changed_actions.add((request_id, name))
+        level, message = describe(event)
+        logs.append(
+            (
+                request_id,
+                envelope.stream_version,
+                envelope.occurred_at,
+                level,
+                envelope.event_type,
+                message,
+                _log_data(event),
+                envelope.global_position,
+            )
+        )
+    if changed_requests:
+        await conn.executemany(
+            """UPDATE requests SET status = $2, updated_at = $3, stream_version = $4,
+                   finished_at = $5, last_error = $6, escalation_level = $7,
+                   details = jsonb_set(details, '{escalations}', $8::jsonb)
+               WHERE request_id = $1""",
+            [
+                (
+                    i,
+                    rows[i]["status"],
+                    rows[i]["updated_at"],
+                    rows[i]["stream_version"],
+                    rows[i]["finished_at"],
+                    rows[i]["last_error"],
+                    rows[i]["escalation_level"],
+                    rows[i]["escalations"],
+                )
+                for i in changed_requests
+            ],
+        )
+    if changed_actions:
+        await conn.executemany(
+            """UPDATE request_actions SET status = $3, attempts = $4, outputs = $5, error = $6,
+                   started_at = $7, finished_at = $8, external_key = $9, external_url = $10
+               WHERE request_id = $1 AND name = $2""",
+            [(i, n, *(actions[i][n][c] for c in _ACTION_COLUMNS)) for i, n in changed_actions],
+        )
+    if logs:
+        await conn.executemany(
+            """INSERT INTO request_log (request_id, seq, at, level, event_type, message, data,
+                   global_position)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
+            logs,
+        )
 
 
 class Projector:
     """Keeps the request read models up to date with the store."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, batch_size: int = 500, poll_interval: float = 0.01
+        self, pool: asyncpg.Pool, *, batch_size: int = 200, poll_interval: float = 0.01
     ) -> None:
         self._pool = pool
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._checkpoint: Checkpoint | None = None
-        self._ahead: list[tuple[Checkpoint, EventEnvelope]] = []
         self.applied = 0
 
     async def _stored_checkpoint(self, conn: asyncpg.Connection) -> Checkpoint:
@@ -292,37 +318,25 @@ class Projector:
         return Checkpoint(int(row["txid"]), row["global_position"])
 
     async def step(self) -> int:
-        """Apply the next events with their checkpoint in one short transaction; return how many.
+        """Apply the next batch with its checkpoint in one transaction; return how many.
 
-        Events are read before the transaction starts, and it commits after at most
-        MAX_TRANSACTION_SECONDS of work: while it is open it holds back the commit-safe horizon
-        that the relay and this projector read up to, so it must stay short.
+        The batch is read before the transaction starts and applied with a few set-based
+        statements, so the transaction stays short: while it is open it holds back the
+        commit-safe horizon that the relay and this projector read up to.
         """
         if self._checkpoint is None:
             async with self._pool.acquire() as conn, conn.transaction():
                 self._checkpoint = await self._stored_checkpoint(conn)
-        if not self._ahead:
-            # Read ahead once and apply over several short transactions: reading (and decoding)
-            # a batch again for every transaction would cost more than applying it.
-            self._ahead = await read_committed(self._pool, self._checkpoint, self._batch_size)
-        batch = self._ahead
+        batch = await read_committed(self._pool, self._checkpoint, self._batch_size)
         if not batch:
             return 0
-        applied = 0
-        reached = self._checkpoint
+        reached = batch[-1][0]
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await self._stored_checkpoint(conn)
             if stored != self._checkpoint:
                 self._checkpoint = stored  # rebuilt meanwhile: start again from there
-                self._ahead = []
                 return 0
-            started = time.monotonic()
-            for checkpoint, envelope in batch:
-                await apply(conn, envelope)
-                applied += 1
-                reached = checkpoint
-                if time.monotonic() - started > MAX_TRANSACTION_SECONDS:
-                    break
+            await apply_batch(conn, [envelope for _, envelope in batch])
             await conn.execute(
                 "UPDATE projection_checkpoints SET transaction_id = $2::text::xid8, "
                 "global_position = $3, updated_at = now() WHERE name = $1",
@@ -330,9 +344,9 @@ class Projector:
                 str(reached.transaction_id),
                 reached.global_position,
             )
-        # Only once committed: a failed transaction leaves the buffer and checkpoint as they were.
+        # Only once committed: a failed transaction leaves the checkpoint as it was.
         self._checkpoint = reached
-        del self._ahead[:applied]
+        applied = len(batch)
         self.applied += applied
         return applied
 
