@@ -130,3 +130,49 @@ def test_commands_check_the_state() -> None:
         decide_abort(aborted, by="dana", reason="again")
     with pytest.raises(CommandRejected):
         decide_escalate(aborted, by="dana", reason="late", urgency="high")
+
+
+def test_a_failed_automated_action_falls_back_to_a_manual_ticket() -> None:
+    item = {
+        **ITEM,
+        "fulfillment": {
+            **ITEM["fulfillment"],
+            "fallback": {
+                "strategy": "manual",
+                "jira": {"project": "OPS", "issue_type": "Task", "summary": "do it by hand"},
+            },
+        },
+    }
+    first = [
+        ev.RequestSubmitted(
+            request_id="r1",
+            item_id="x",
+            item_version="1.0.0",
+            item_name="X",
+            owner_team="team-a",
+            item=item,
+            inputs={},
+            resolved_inputs={},
+            environment="dev",
+            requester=ev.Requester(id="dana"),
+        ),
+        ev.ActionSucceeded(request_id="r1", action="approve", outputs={}),
+        ev.ActionFailed(request_id="r1", action="build", error="apply failed", attempts=3),
+    ]
+    state = fold("r1", envelopes(*first))
+    assert state.may_fall_back
+    started = ev.FallbackStarted(request_id="r1", failed_action="build", error="apply failed")
+    falling = fold("r1", envelopes(*first, started))
+    assert falling.status == "in_progress"
+    assert falling.next_action().name == "fallback"
+    assert not falling.may_fall_back
+    done = fold(
+        "r1",
+        envelopes(
+            *first,
+            started,
+            ev.ActionSucceeded(request_id="r1", action="fallback", outputs={"key": "OPS-1"}),
+        ),
+    )
+    assert done.all_done
+    assert done.next_action() is None

@@ -213,6 +213,15 @@ class ManualTicketUpdated(Event):
     priority: str | None = None
 
 
+class FallbackStarted(Event):
+    """An automated action failed for good and the item falls back to a manual ticket."""
+
+    event_type: ClassVar[str] = "FallbackStarted"
+    request_id: str
+    failed_action: str
+    error: str
+
+
 class RequestCompleted(Event):
     """Every action succeeded (or was skipped)."""
 
@@ -270,6 +279,7 @@ REQUEST_EVENTS: dict[str, type[Event]] = {
         ActionRetryScheduled,
         ActionFailed,
         ManualTicketUpdated,
+        FallbackStarted,
         RequestCompleted,
         RequestFailed,
         RequestRetried,

@@ -13,7 +13,9 @@ from pao.request.states import RequestStates
 from pao.shared.eventstore import EventStore
 
 CONSUMER = "pao-fulfillment"
-ADVANCES = frozenset({"RequestSubmitted", "RequestRetried", "ActionSucceeded", "ActionSkipped"})
+ADVANCES = frozenset(
+    {"RequestSubmitted", "RequestRetried", "ActionSucceeded", "ActionSkipped", "FallbackStarted"}
+)
 REACTS_TO = ADVANCES | {"RequestAborted", "RequestEscalated"}
 
 

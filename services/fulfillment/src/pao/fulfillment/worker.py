@@ -30,7 +30,7 @@ from pao.fulfillment.executors import (
     TerraformExecutor,
     idempotency_label,
 )
-from pao.request.aggregate import TERMINAL, RequestState, stream_of
+from pao.request.aggregate import FALLBACK, TERMINAL, RequestState, stream_of
 from pao.request.states import RequestStates
 from pao.shared.eventstore import ConcurrencyConflict, EventStore
 from pao.shared.secrets import SecretNotFound, SecretProvider
@@ -156,6 +156,10 @@ class Worker:
     # --- running an action ---------------------------------------------------------------------
 
     def _definition(self, state: RequestState, name: str) -> dict[str, Any]:
+        if name == FALLBACK:
+            # The item's fallback: a manual ticket standing in for the automated action.
+            spec = state.item["fulfillment"]["fallback"]["jira"]
+            return {"name": FALLBACK, "type": "jira", "jira": spec}
         return next(a for a in state.item["fulfillment"]["actions"] if a["name"] == name)
 
     async def _execute(self, job: jobs.Job, state: RequestState) -> None:

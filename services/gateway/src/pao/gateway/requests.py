@@ -19,6 +19,7 @@ from pao.gateway.params import int_param, text_param
 from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, POOL, SETTINGS, STORE
 from pao.request import commands, queries
 from pao.request.aggregate import TERMINAL, RequestState
+from pao.shared.environments import environments, system_scope
 from pao.shared.keystore import Identity
 
 routes = web.RouteTableDef()
@@ -75,6 +76,7 @@ async def submit(request: web.Request) -> web.Response:
         item_id=body.item_id, inputs=body.inputs, requester=requester, idempotency_key=key
     )
     outcome = await commands.earlier_submit(command, store=request.app[STORE])
+    settings = request.app[SETTINGS]
     if outcome is None:
         item = request.app[CATALOG].view.items.get(body.item_id)
         if item is None:
@@ -89,6 +91,8 @@ async def submit(request: web.Request) -> web.Response:
             item=item,
             default_environment=request.app[SETTINGS].default_environment,
             correlation_id=request[CORRELATION_ID],
+            system=system_scope(settings),
+            environments=environments(settings),
         )
     status = "submitted"
     if not outcome.created:

@@ -26,7 +26,11 @@ _STATUS_AFTER: dict[str, Status | None] = {
     "RequestFailed": "failed",
     "RequestAborted": "aborted",
     "RequestRetried": "in_progress",
+    "FallbackStarted": "in_progress",
 }
+
+#: The name of the manual action an item's fallback adds.
+FALLBACK = "fallback"
 
 
 def next_status(current: str | None, event_type: str) -> str | None:
@@ -83,6 +87,8 @@ class RequestState:
     failure: str | None = None
     submitted_at: str | None = None
     correlation_id: str | None = None
+    #: the automated action the manual fallback stands in for, while it does
+    fallback_for: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -100,17 +106,28 @@ class RequestState:
         """The first action not yet done, if the request may still run."""
         if self.status in TERMINAL:
             return None
+        if self.fallback_for is not None:
+            fallback = self.action(FALLBACK)
+            return None if fallback.status in ("succeeded", "skipped") else fallback
         for action in self.actions:
-            if action.status in ("succeeded", "skipped"):
+            if action.status in ("succeeded", "skipped") or action.name == FALLBACK:
                 continue
             return action
         return None
 
     @property
     def all_done(self) -> bool:
-        return bool(self.actions) and all(
-            a.status in ("succeeded", "skipped") for a in self.actions
-        )
+        if self.fallback_for is not None:
+            return self.action(FALLBACK).status == "succeeded"
+        regular = [a for a in self.actions if a.name != FALLBACK]
+        return bool(regular) and all(a.status in ("succeeded", "skipped") for a in regular)
+
+    @property
+    def may_fall_back(self) -> bool:
+        """The item falls back to a manual ticket, and has not done so yet."""
+        assert self.submitted is not None
+        fallback = self.submitted.item["fulfillment"].get("fallback") or {}
+        return fallback.get("strategy") == "manual" and self.fallback_for is None
 
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -162,8 +179,18 @@ class RequestState:
                 action.status, action.error, action.attempts = "failed", event.error, event.attempts
             case ev.RequestFailed():
                 self.failure = event.error
+            case ev.FallbackStarted():
+                self.fallback_for = event.failed_action
+                if any(a.name == FALLBACK for a in self.actions):
+                    fallback = self.action(FALLBACK)
+                    fallback.status, fallback.error, fallback.attempts = "pending", None, 0
+                    fallback.key = fallback.url = None
+                    fallback.generation += 1
+                else:
+                    self.actions.append(ActionState(FALLBACK, "jira"))
             case ev.RequestRetried():
                 self.failure = None
+                self.fallback_for = None
                 for name in event.actions:
                     action = self.action(name)
                     action.status, action.error, action.attempts = "pending", None, 0

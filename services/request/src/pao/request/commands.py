@@ -75,8 +75,17 @@ def _key_reused(key: str, request_id: str) -> PaoError:
     )
 
 
-def check_inputs(item: dict[str, Any], inputs: dict[str, Any], requester: ev.Requester) -> None:
-    """Every problem of the inputs at once (form, then a dry render); nothing is stored."""
+def check_inputs(
+    item: dict[str, Any],
+    inputs: dict[str, Any],
+    requester: ev.Requester,
+    *,
+    system: dict[str, Any] | None = None,
+    environments: dict[str, dict[str, Any]] | None = None,
+    default_environment: str = "dev",
+) -> None:
+    """Every problem of the inputs at once (form, then a dry render with the platform's settings,
+    as the fulfilment will render); nothing is stored."""
     problems = input_problems(item["form"]["schema"], inputs)
     if problems:
         raise PaoError(
@@ -85,7 +94,17 @@ def check_inputs(item: dict[str, Any], inputs: dict[str, Any], requester: ev.Req
             details=[ErrorDetail(field=p.pointer, message=p.message) for p in problems],
         )
     try:
-        render_actions(item, preview_context(item, inputs, user=requester.model_dump()))
+        render_actions(
+            item,
+            preview_context(
+                item,
+                inputs,
+                user=requester.model_dump(),
+                system=system,
+                environments=environments,
+                default_environment=default_environment,
+            ),
+        )
     except RenderError as exc:
         raise PaoError(
             errors.INVALID_INPUT,
@@ -101,9 +120,18 @@ async def submit_request(
     item: dict[str, Any],
     default_environment: str,
     correlation_id: str | None,
+    system: dict[str, Any] | None = None,
+    environments: dict[str, dict[str, Any]] | None = None,
 ) -> Submitted:
     """Validate, then record RequestSubmitted (once per Idempotency-Key and requester)."""
-    check_inputs(item, cmd.inputs, cmd.requester)
+    check_inputs(
+        item,
+        cmd.inputs,
+        cmd.requester,
+        system=system,
+        environments=environments,
+        default_environment=default_environment,
+    )
     metadata = item["metadata"]
     resolved = apply_defaults(item["form"]["schema"], cmd.inputs)
     request_id = str(uuid.uuid4())

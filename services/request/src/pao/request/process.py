@@ -6,7 +6,7 @@ import asyncpg
 
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
-from pao.request.aggregate import TERMINAL, fold, stream_of
+from pao.request.aggregate import FALLBACK, TERMINAL, fold, stream_of
 from pao.request.states import RequestStates
 from pao.shared.eventstore import EventStore
 
@@ -35,7 +35,11 @@ async def on_action_event(
     decided: ev.Event | None = None
     if envelope.event_type == "ActionFailed":
         failed = next((a for a in state.actions if a.status == "failed"), None)
-        if failed is not None:
+        if failed is not None and failed.name != FALLBACK and state.may_fall_back:
+            decided = ev.FallbackStarted(
+                request_id=request_id, failed_action=failed.name, error=failed.error or "failed"
+            )
+        elif failed is not None:
             decided = ev.RequestFailed(
                 request_id=request_id, action=failed.name, error=failed.error or "failed"
             )

@@ -16,7 +16,7 @@ import structlog
 
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
-from pao.request.aggregate import TERMINAL, next_status
+from pao.request.aggregate import FALLBACK, TERMINAL, next_status
 from pao.shared.eventstore import Checkpoint, read_committed
 
 log = structlog.get_logger(__name__)
@@ -64,6 +64,10 @@ def describe(event: ev.Event) -> tuple[str, str]:
             return "error", f"request failed at {event.action}: {event.error}"
         case ev.RequestRetried():
             return "info", f"{event.by} retried the request ({', '.join(event.actions)})"
+        case ev.FallbackStarted():
+            return "warning", (
+                f"{event.failed_action} failed ({event.error}); falling back to a manual ticket"
+            )
         case ev.RequestAborted():
             return "warning", f"{event.by} aborted the request: {event.reason}"
         case ev.RequestEscalated():
@@ -138,6 +142,19 @@ def _fold_actions(
             row.update(status="skipped", finished_at=at)
         case ev.ActionFailed() if row:
             row.update(status="failed", error=event.error, attempts=event.attempts, finished_at=at)
+        case ev.FallbackStarted():
+            fallback = actions.get(FALLBACK)
+            if fallback is None:
+                return set()
+            fallback.update(
+                status="pending",
+                error=None,
+                attempts=0,
+                finished_at=None,
+                external_key=None,
+                external_url=None,
+            )
+            return {FALLBACK}
         case ev.RequestRetried():
             for retried in event.actions:
                 if retried in actions:
@@ -207,6 +224,14 @@ async def apply_batch(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) 
                 for _, d in submissions
                 for position, a in enumerate(d.item["fulfillment"]["actions"])
             ],
+        )
+    fallbacks = [d.request_id for _, d in decoded if isinstance(d, ev.FallbackStarted)]
+    if fallbacks:
+        await conn.executemany(
+            """INSERT INTO request_actions (request_id, position, name, type, status)
+               SELECT $1, count(*), $2, 'jira', 'pending' FROM request_actions
+               WHERE request_id = $1 ON CONFLICT DO NOTHING""",
+            [(request_id, FALLBACK) for request_id in fallbacks],
         )
     ids = list({e.stream_id.removeprefix("request-") for e, _ in decoded})
     rows = {
