@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 import orjson
@@ -43,6 +43,17 @@ INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_vers
 SELECT $3, $1, $2 + 1, $4, $5, $6, $7, $8, $9, $10::text::jsonb
 WHERE $2 = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2)
 RETURNING global_position, stream_version
+"""
+
+
+# A new stream's first event, inserted only if the claim (an INSERT ... ON CONFLICT DO NOTHING
+# RETURNING, with parameters from $10) inserted a row: one statement, so one round trip.
+_START_IF_CLAIMED_SQL = """
+WITH claimed AS ({claim})
+INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
+                    occurred_at, correlation_id, causation_id, actor, data)
+SELECT $2, $1, 1, $3, $4, $5, $6, $7, $8, $9::text::jsonb FROM claimed
+RETURNING global_position
 """
 
 
@@ -167,6 +178,41 @@ class EventStore:
             )
             for e, row in zip(events, rows, strict=True)
         ]
+
+    async def start_stream_if_claimed(
+        self, stream_id: str, event: NewEvent, *, claim: str, claim_args: Sequence[Any]
+    ) -> EventEnvelope | None:
+        """Start a stream with `event` in the same statement as `claim` (an INSERT ... ON
+        CONFLICT DO NOTHING RETURNING, its parameters numbered from $10); None when the claim
+        found its row taken, in which case nothing is written."""
+        position = await self._pool.fetchval(
+            _START_IF_CLAIMED_SQL.format(claim=claim),
+            stream_id,
+            event.event_id,
+            event.event_type,
+            event.schema_version,
+            event.occurred_at,
+            event.correlation_id,
+            event.causation_id,
+            event.actor,
+            orjson.dumps(event.data).decode(),
+            *claim_args,
+        )
+        if position is None:
+            return None
+        return EventEnvelope.model_construct(
+            event_id=event.event_id,
+            event_type=event.event_type,
+            schema_version=event.schema_version,
+            stream_id=stream_id,
+            stream_version=1,
+            global_position=position,
+            occurred_at=event.occurred_at,
+            correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+            actor=event.actor,
+            data=event.data,
+        )
 
     @staticmethod
     async def _current_version(conn: asyncpg.Connection, stream_id: str) -> int:

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from pao.contracts import errors
 from pao.contracts import events as ev
 from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, SubmitRequest
@@ -65,6 +63,13 @@ async def earlier_submit(cmd: SubmitRequest, *, store: EventStore) -> Submitted 
     return Submitted(
         state.request_id, state.submitted.item_id, state.submitted.item_version, created=False
     )
+
+
+# The key's row and the request's first event are written by one statement.
+_CLAIM_KEY = (
+    "INSERT INTO submit_idempotency (requester, key, body_hash, request_id) "
+    "VALUES ($10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING request_id"
+)
 
 
 def _key_reused(key: str, request_id: str) -> PaoError:
@@ -148,41 +153,23 @@ async def submit_request(
         requester=cmd.requester,
         idempotency_key=cmd.idempotency_key,
     )
-    async with store.pool.acquire() as conn, conn.transaction():
-        if cmd.idempotency_key:
-            earlier = await _claim_key(conn, cmd, request_id)
-            if earlier is not None:
-                return Submitted(earlier, metadata["id"], metadata["version"], created=False)
-        await store.append(
+    new = event.new(correlation_id=correlation_id, actor=cmd.requester.id)
+    if not cmd.idempotency_key:
+        await store.append(stream_of(request_id), [new], 0)
+    elif (
+        await store.start_stream_if_claimed(
             stream_of(request_id),
-            [event.new(correlation_id=correlation_id, actor=cmd.requester.id)],
-            0,
-            conn=conn,
+            new,
+            claim=_CLAIM_KEY,
+            claim_args=(cmd.requester.id, cmd.idempotency_key, _body_hash(cmd), request_id),
         )
+        is None
+    ):
+        # Another submit with this key got there first (between our check and now).
+        earlier = await earlier_submit(cmd, store=store)
+        assert earlier is not None
+        return earlier
     return Submitted(request_id, metadata["id"], metadata["version"], created=True)
-
-
-async def _claim_key(conn: asyncpg.Connection, cmd: SubmitRequest, request_id: str) -> str | None:
-    """None if this call owns the key now; else the request the key already names."""
-    body_hash = _body_hash(cmd)
-    claimed = await conn.fetchval(
-        "INSERT INTO submit_idempotency (requester, key, body_hash, request_id) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING request_id",
-        cmd.requester.id,
-        cmd.idempotency_key,
-        body_hash,
-        request_id,
-    )
-    if claimed is not None:
-        return None
-    row = await conn.fetchrow(
-        "SELECT body_hash, request_id FROM submit_idempotency WHERE requester = $1 AND key = $2",
-        cmd.requester.id,
-        cmd.idempotency_key,
-    )
-    if row["body_hash"] != body_hash:
-        raise _key_reused(cmd.idempotency_key or "", row["request_id"])
-    return str(row["request_id"])
 
 
 async def load_request(store: EventStore, request_id: str) -> RequestState:
