@@ -155,13 +155,14 @@ async def start_stack(  # the gateway and the other services, each process its o
         "PAO_DATA_DIR": str(tmp),
         "PAO_LOG_LEVEL": "warning",
     }
-    # As in production, the gateway and the event-driven services are separate processes.
+    # As in production, the gateway and the event-driven services run in separate processes.
     stack = [
         ChildProcess(
             name, [str(BIN / "pao"), "serve", *services], log_path=tmp / f"{name}.log", env=env
         )
         for name, services in (
-            ("workers", ["relay", "projector", "request", "fulfillment"]),
+            ("relay-projector", ["relay", "projector"]),
+            ("request-fulfillment", ["request", "fulfillment"]),
             ("gateway", ["gateway"]),
         )
     ]
