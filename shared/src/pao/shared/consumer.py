@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from pao.contracts.envelope import EventEnvelope
 from pao.contracts.topics import DEAD_LETTER_TOPIC
 from pao.shared.idempotency import handle_once
 from pao.shared.kafka import make_consumer
+from pao.shared.lifecycle import leadership
 from pao.shared.relay import decode_record_value
 from pao.shared.settings import Settings
 
@@ -70,15 +70,9 @@ class EventConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set (after taking the consumer's leader lock)."""
-        lock_key = zlib.crc32(f"pao.consumer.{self.name}".encode())
-        async with self._pool.acquire() as leader:
-            while not await leader.fetchval("SELECT pg_try_advisory_lock($1)", lock_key):
-                if await _wait(stop, 1.0):
-                    return
-            try:
+        async with leadership(self._pool, f"pao.consumer.{self.name}", stop) as leading:
+            if leading:
                 await self._consume(stop)
-            finally:
-                await leader.execute("SELECT pg_advisory_unlock($1)", lock_key)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         consumer = make_consumer(self._settings, group_id=None)
@@ -199,11 +193,3 @@ async def _partitions(consumer: Any, topic: str) -> set[int]:
         await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no partitions; is it created?")
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -23,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from pao.contracts.envelope import EventEnvelope
 from pao.contracts.topics import topic_for_stream
 from pao.shared.eventstore import Checkpoint, read_committed
+from pao.shared.lifecycle import leadership, pause
 
 log = structlog.get_logger(__name__)
 
@@ -130,20 +130,12 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; wait for leadership first, back off on broker errors."""
-        lock_key = zlib.crc32(f"pao.relay.{self.name}".encode())
-        async with self._pool.acquire() as leader_conn:
-            while not stop.is_set():
-                if await leader_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key):
-                    break
-                await _wait(stop, 1.0)
-            if stop.is_set():
+        async with leadership(self._pool, f"pao.relay.{self.name}", stop) as leading:
+            if not leading:
                 return
-            try:
-                await self.load_checkpoint()
-                log.info("relay started", relay=self.name, checkpoint=self.checkpoint)
-                await self._loop(stop)
-            finally:
-                await leader_conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+            await self.load_checkpoint()
+            log.info("relay started", relay=self.name, checkpoint=self.checkpoint)
+            await self._loop(stop)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -159,7 +151,7 @@ class Relay:
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in=backoff,
                 )
-                await _wait(stop, backoff)
+                await pause(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if published:
@@ -170,11 +162,4 @@ class Relay:
                     ms=round((time.monotonic() - started) * 1000, 1),
                 )
             if published < self._batch_size:
-                await _wait(stop, self._poll_interval)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
+                await pause(stop, self._poll_interval)

@@ -8,7 +8,6 @@ catch-up covers a broker outage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
@@ -16,6 +15,7 @@ from pao.catalog.view import CatalogView
 from pao.contracts.topics import topic_for_category
 from pao.shared.eventstore import EventStore
 from pao.shared.kafka import make_consumer
+from pao.shared.lifecycle import pause
 from pao.shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -43,8 +43,7 @@ async def follow_catalog(
                     consumer_started = True
                 except Exception as exc:  # noqa: BLE001 - keep serving; retry the broker later
                     log.warning("catalog follower cannot reach the broker", error=str(exc))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 5)
+                    await pause(stop, 5)
             changed = False
             if consumer_started:
                 batch = await consumer.getmany(timeout_ms=200)

@@ -33,6 +33,7 @@ from pao.fulfillment.executors import (
 from pao.request.aggregate import FALLBACK, TERMINAL, RequestState, stream_of
 from pao.request.states import RequestStates
 from pao.shared.eventstore import ConcurrencyConflict, EventStore
+from pao.shared.lifecycle import pause
 from pao.shared.secrets import SecretNotFound, SecretProvider
 from pao.spec.rendering import RenderError, render_value
 
@@ -103,10 +104,7 @@ class Worker:
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             if not claimed:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self._idle)
-                except TimeoutError:
-                    pass
+                await pause(stop, self._idle)
         if self._running:
             await asyncio.wait(self._running, timeout=30)
 

@@ -10,7 +10,6 @@ it for a person to check. Transient failures go back to 'pending' with exponenti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -20,6 +19,7 @@ import structlog
 
 from pao.notification.channels import Channel, DeliveryError
 from pao.notification.notices import Notice
+from pao.shared.lifecycle import pause
 
 log = structlog.get_logger(__name__)
 
@@ -163,8 +163,7 @@ class OutboxSender:
                 claimed = 0
             if claimed >= self._batch_size:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._poll_interval)
+            await pause(stop, self._poll_interval)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         notice = _notice(row)

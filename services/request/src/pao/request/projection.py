@@ -18,6 +18,7 @@ from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.request.aggregate import FALLBACK, TERMINAL, next_status
 from pao.shared.eventstore import Checkpoint, read_committed
+from pao.shared.lifecycle import pause
 
 log = structlog.get_logger(__name__)
 
@@ -394,11 +395,11 @@ class Projector:
             except Exception as exc:  # noqa: BLE001 - a database blip must not end the projector
                 log.warning("projection step failed; retrying", error=str(exc), retry_in=backoff)
                 applied = 0
-                await _sleep(stop, backoff)
+                await pause(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if not applied:
-                await _sleep(stop, self._poll_interval)
+                await pause(stop, self._poll_interval)
 
 
 async def rebuild(pool: asyncpg.Pool) -> int:
@@ -418,10 +419,3 @@ async def rebuild(pool: asyncpg.Pool) -> int:
             NAME,
         )
     return await Projector(pool).catch_up()
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

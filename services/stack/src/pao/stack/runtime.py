@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from pao.shared.environments import environments, system_scope
 from pao.shared.eventstore import EventStore
 from pao.shared.kafka import ensure_topics, make_producer
 from pao.shared.keystore import KeyStore
+from pao.shared.lifecycle import leadership
 from pao.shared.relay import Relay
 from pao.shared.secrets import secret_provider
 from pao.shared.settings import Settings
@@ -245,18 +245,9 @@ async def _leading(
     scope: _Scope, lock: str, body: Callable[[asyncio.Event], Awaitable[None]]
 ) -> None:
     """Run `body` only while this process holds the named leader lock."""
-    key = zlib.crc32(lock.encode())
-    async with scope.pool.acquire() as conn:
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            try:
-                await asyncio.wait_for(scope.stop.wait(), timeout=1.0)
-                return
-            except TimeoutError:
-                continue
-        try:
+    async with leadership(scope.pool, lock, scope.stop) as leading:
+        if leading:
             await body(scope.stop)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
 
 async def _start_notification(scope: _Scope) -> None:
