@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from pao.spec.problems import Problem
+from pao.spec.problems import Problem, pointer_tokens
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -39,7 +39,7 @@ class Document:
         node = self._root
         if node is None:
             return None, None
-        for token in _tokens(json_pointer):
+        for token in pointer_tokens(json_pointer):
             child = _child(node, token)
             if child is None:
                 break
@@ -50,7 +50,7 @@ class Document:
         """The YAML scalar style at `json_pointer` ('|', '>', '"', ...), if it is a scalar."""
         self.locate(json_pointer)
         node = self._root
-        for token in _tokens(json_pointer):
+        for token in pointer_tokens(json_pointer):
             node = _child(node, token) if node is not None else None
         return node.style if isinstance(node, yaml.ScalarNode) else None
 
@@ -60,12 +60,6 @@ class Document:
         return problem.at(
             file=self.file, line=problem.line or line, column=problem.column or column
         )
-
-
-def _tokens(json_pointer: str) -> list[str]:
-    if not json_pointer:
-        return []
-    return [t.replace("~1", "/").replace("~0", "~") for t in json_pointer.lstrip("/").split("/")]
 
 
 def _child(node: yaml.Node, token: str) -> yaml.Node | None:

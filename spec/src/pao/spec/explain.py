@@ -6,6 +6,7 @@ import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pao.spec.problems import walk
 from pao.spec.rendering import SECRET_MASK, RenderError, render_string
 from pao.spec.sandbox import ENVIRONMENT
 from pao.spec.variables import SCOPES, Declarations, check_reference, parse_template
@@ -16,18 +17,6 @@ def masked(context: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in context.items() if k != "secrets"}
     out["secrets"] = {name: SECRET_MASK for name in (context.get("secrets") or {})}
     return out
-
-
-def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
-    value: Any = context
-    for part in path:
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return False, None
-    return True, value
 
 
 def _undeclared(path: tuple[str, ...], found: bool) -> str | None:
@@ -68,7 +57,7 @@ def explain_template(
         return result
     resolutions = []
     for ref in parsed.references:
-        found, value = _lookup(safe, ref.path)
+        found, value = walk(safe, ref.path)
         problem = (
             check_reference(ref.path, declared)
             if declared is not None

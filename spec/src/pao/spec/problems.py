@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +55,27 @@ class Problem:
 def pointer(*parts: object) -> str:
     """A JSON pointer from path parts, escaping ~ and /."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def pointer_tokens(json_pointer: str) -> list[str]:
+    """The reference tokens of a JSON pointer, unescaped."""
+    if not json_pointer:
+        return []
+    return [t.replace("~1", "/").replace("~0", "~") for t in json_pointer.lstrip("/").split("/")]
+
+
+def walk(data: Any, tokens: Iterable[str]) -> tuple[bool, Any]:
+    """Follow keys and list indexes into JSON-like data: (found, value)."""
+    for token in tokens:
+        if isinstance(data, Mapping) and token in data:
+            data = data[token]
+        elif isinstance(data, list) and token.isdigit() and int(token) < len(data):
+            data = data[int(token)]
+        else:
+            return False, None
+    return True, data
+
+
+def value_at(data: Any, json_pointer: str) -> Any:
+    """The value a JSON pointer names in JSON-like data, or None."""
+    return walk(data, pointer_tokens(json_pointer))[1]

@@ -13,7 +13,7 @@ from jsonschema.exceptions import ValidationError
 
 from pao.spec import schemas
 from pao.spec.documents import Document, DocumentError, parse
-from pao.spec.problems import Problem, pointer
+from pao.spec.problems import Problem, pointer, value_at
 from pao.spec.variables import (
     BUILTIN_OUTPUTS,
     Declarations,
@@ -88,7 +88,7 @@ def _place(document: Document, problem: Problem) -> Problem:
     block = document.value_style(problem.pointer) in ("|", ">")
     line = (start or 1) + problem.template_line - 1 + (1 if block else 0)
     text_lines = document.text.splitlines()
-    template = _value_at(document.data, problem.pointer)
+    template = value_at(document.data, problem.pointer)
     if isinstance(template, str) and 0 < line <= len(text_lines):
         template_row = (template.splitlines() or [""])[problem.template_line - 1 :][:1]
         found = text_lines[line - 1].find(template_row[0]) if template_row else -1
@@ -104,18 +104,6 @@ def _place(document: Document, problem: Problem) -> Problem:
         problem.template_line,
         problem.template_column,
     )
-
-
-def _value_at(data: Any, json_pointer: str) -> Any:
-    for token in json_pointer.lstrip("/").split("/") if json_pointer else []:
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(data, list) and token.isdigit() and int(token) < len(data):
-            data = data[int(token)]
-        elif isinstance(data, dict) and token in data:
-            data = data[token]
-        else:
-            return None
-    return data
 
 
 def _schema_problems(

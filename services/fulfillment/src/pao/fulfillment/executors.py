@@ -15,6 +15,7 @@ import aiohttp
 
 from pao.fulfillment.jira import JiraClient, JiraError, JiraIssue
 from pao.fulfillment.terraform import TerraformError, TerraformRunner
+from pao.spec.problems import value_at
 
 DEFAULT_REJECTED = ("Rejected", "Won't Do", "Declined")
 
@@ -180,18 +181,5 @@ class RestExecutor:
                     "the answer is not JSON; outputs cannot be read", transient=False
                 ) from exc
             for name, pointer in pointers.items():
-                outputs[name] = _at_pointer(document, pointer)
+                outputs[name] = value_at(document, pointer)
         return outputs
-
-
-def _at_pointer(document: Any, pointer: str) -> Any:
-    value = document
-    for token in pointer.lstrip("/").split("/") if pointer else []:
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, list) and token.isdigit() and int(token) < len(value):
-            value = value[int(token)]
-        elif isinstance(value, dict) and token in value:
-            value = value[token]
-        else:
-            return None
-    return value
