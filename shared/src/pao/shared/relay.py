@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
@@ -74,14 +73,12 @@ class Relay:
         name: str = "main",
         batch_size: int = 2_000,
         poll_interval: float = 0.01,
-        on_published: Callable[[list[EventEnvelope]], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self.name = name
         self._batch_size = batch_size
         self._poll_interval = poll_interval
-        self._on_published = on_published
         self.published = 0
         self.polls = 0
         self.checkpoint = Checkpoint(0, 0)
@@ -124,8 +121,6 @@ class Relay:
         )
         self.checkpoint = checkpoint
         self.published += len(events)
-        if self._on_published is not None:
-            await self._on_published(events)
         return len(events)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -117,10 +117,3 @@ async def resolve_secrets(
 ) -> dict[str, str]:
     """Values of the named secrets, by name, from their declared paths."""
     return {name: await provider.get(declared[name]["path"]) for name in names}
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value replaced by ***."""
-    for value in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text

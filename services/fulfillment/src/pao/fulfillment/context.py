@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pao.request.aggregate import RequestState
-from pao.shared.secrets import SecretProvider
+from pao.shared.secrets import SecretProvider, resolve_secrets
 from pao.spec.explain import templates_of
 from pao.spec.rendering import SECRET_MASK
 from pao.spec.variables import parse_template
@@ -61,5 +61,4 @@ async def with_secrets(
     context: dict[str, Any], names: set[str], declared: dict[str, Any], provider: SecretProvider
 ) -> dict[str, Any]:
     """The context with the real values of the named secrets: only for the executor's call."""
-    values = {name: await provider.get(declared[name]["path"]) for name in names}
-    return {**context, "secrets": values}
+    return {**context, "secrets": await resolve_secrets(provider, declared, names)}
