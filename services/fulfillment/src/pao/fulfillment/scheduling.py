@@ -8,9 +8,7 @@ from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.fulfillment import jobs
 from pao.fulfillment.worker import PRIORITY_FOR_URGENCY
-from pao.request.aggregate import fold, stream_of
 from pao.request.states import RequestStates
-from pao.shared.eventstore import EventStore
 
 CONSUMER = "pao-fulfillment"
 ADVANCES = frozenset(
@@ -23,18 +21,13 @@ async def on_request_event(
     conn: asyncpg.Connection,
     envelope: EventEnvelope,
     *,
-    store: EventStore,
-    states: RequestStates | None = None,
+    states: RequestStates,
 ) -> None:
     """Schedule the next action, cancel work of an aborted request, or tell its tickets."""
     if envelope.event_type not in REACTS_TO:
         return
     request_id = envelope.stream_id.removeprefix("request-")
-    state = (
-        await states.load(request_id, conn=conn)
-        if states is not None
-        else fold(request_id, await store.read_stream(stream_of(request_id), conn=conn))
-    )
+    state = await states.load(request_id, conn=conn)
     if not state.exists:
         return
     event = ev.decode(envelope)

@@ -6,9 +6,8 @@ import asyncpg
 
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
-from pao.request.aggregate import FALLBACK, TERMINAL, fold, stream_of
+from pao.request.aggregate import FALLBACK, TERMINAL, stream_of
 from pao.request.states import RequestStates
-from pao.shared.eventstore import EventStore
 
 CONSUMER = "pao-request-process"
 REACTS_TO = frozenset({"ActionSucceeded", "ActionSkipped", "ActionFailed"})
@@ -18,18 +17,13 @@ async def on_action_event(
     conn: asyncpg.Connection,
     envelope: EventEnvelope,
     *,
-    store: EventStore,
-    states: RequestStates | None = None,
+    states: RequestStates,
 ) -> None:
     """All actions done -> RequestCompleted; an action failed for good -> RequestFailed."""
     if envelope.event_type not in REACTS_TO:
         return
     request_id = envelope.stream_id.removeprefix("request-")
-    state = (
-        await states.load(request_id, conn=conn)
-        if states is not None
-        else fold(request_id, await store.read_stream(stream_of(request_id), conn=conn))
-    )
+    state = await states.load(request_id, conn=conn)
     if not state.exists or state.status in TERMINAL:
         return
     decided: ev.Event | None = None
@@ -46,7 +40,7 @@ async def on_action_event(
     elif state.all_done:
         decided = ev.RequestCompleted(request_id=request_id, outputs=state.outputs)
     if decided is not None:
-        await store.append(
+        await states.store.append(
             stream_of(request_id),
             [
                 decided.new(

@@ -169,11 +169,10 @@ async def _start_relay(scope: _Scope, from_start: bool) -> None:
 
 
 async def _start_consumer(scope: _Scope, name: str, handler, event_types) -> None:
-    store = scope.store
-    states = RequestStates(store)
+    states = RequestStates(scope.store)
 
     async def handle(conn: asyncpg.Connection, envelope) -> None:
-        await handler(conn, envelope, store=store, states=states)
+        await handler(conn, envelope, states=states)
 
     consumer = EventConsumer(
         scope.pool,
