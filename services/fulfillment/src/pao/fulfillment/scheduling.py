@@ -8,6 +8,7 @@ from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.fulfillment import jobs
 from pao.fulfillment.worker import PRIORITY_FOR_URGENCY
+from pao.request.aggregate import ActionState
 from pao.request.states import RequestStates
 
 CONSUMER = "pao-fulfillment"
@@ -45,33 +46,43 @@ async def on_request_event(
         await jobs.cancel_for_request(conn, request_id)
         for action in state.actions:
             if action.type == "jira" and action.status == "awaiting_manual" and action.key:
-                await jobs.schedule(
+                await _comment(
                     conn,
-                    request_id=request_id,
-                    action=action.name,
-                    kind="comment",
-                    dedupe_key=f"comment:{envelope.event_id}:{action.name}",
-                    payload={
-                        "key": action.key,
-                        "comment": f"PAO request {request_id} was aborted by {event.by}: "
-                        f"{event.reason}. No further work is needed on this issue.",
-                    },
+                    envelope,
+                    action,
+                    f"PAO request {request_id} was aborted by {event.by}: "
+                    f"{event.reason}. No further work is needed on this issue.",
                 )
     elif isinstance(event, ev.RequestEscalated):
         tickets = [a for a in state.actions if a.type == "jira" and a.key]
         open_first = sorted(tickets, key=lambda a: a.status != "awaiting_manual")
         if open_first:
-            action = open_first[0]
-            await jobs.schedule(
+            await _comment(
                 conn,
-                request_id=request_id,
-                action=action.name,
-                kind="comment",
-                dedupe_key=f"comment:{envelope.event_id}:{action.name}",
-                payload={
-                    "key": action.key,
-                    "priority": PRIORITY_FOR_URGENCY[event.urgency],
-                    "comment": f"Escalated to level {event.level} ({event.urgency}) by "
-                    f"{event.by}: {event.reason}",
-                },
+                envelope,
+                open_first[0],
+                f"Escalated to level {event.level} ({event.urgency}) by {event.by}: {event.reason}",
+                priority=PRIORITY_FOR_URGENCY[event.urgency],
             )
+
+
+async def _comment(
+    conn: asyncpg.Connection,
+    envelope: EventEnvelope,
+    action: ActionState,
+    comment: str,
+    *,
+    priority: str | None = None,
+) -> None:
+    """Schedule a comment on the action's JIRA issue, once per event (and a new priority)."""
+    payload = {"key": action.key, "comment": comment}
+    if priority is not None:
+        payload["priority"] = priority
+    await jobs.schedule(
+        conn,
+        request_id=envelope.stream_id.removeprefix("request-"),
+        action=action.name,
+        kind="comment",
+        dedupe_key=f"comment:{envelope.event_id}:{action.name}",
+        payload=payload,
+    )
