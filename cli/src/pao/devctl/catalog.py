@@ -28,16 +28,12 @@ def list_items(
 ) -> None:
     """List catalog items. (GET /api/v1/catalog)"""
     params = {
-        k: v
-        for k, v in {
-            "category": category,
-            "owner": owner,
-            "tag": tag,
-            "q": search,
-            "limit": limit,
-            "offset": offset,
-        }.items()
-        if v is not None
+        "category": category,
+        "owner": owner,
+        "tag": tag,
+        "q": search,
+        "limit": limit,
+        "offset": offset,
     }
     page = call(ctx, "GET", "/catalog", params=params)
     g = globals_of(ctx)

@@ -160,9 +160,9 @@ class PaoClient:
     ) -> Any:
         """Send one signed call; a non-2xx answer (unless listed in ok_statuses) raises CliError.
 
-        `body` is sent as JSON; `raw` as is, with `content_type`.
+        `body` is sent as JSON; `raw` as is, with `content_type`; `params` left None are not sent.
         """
-        url = httpx.URL(f"{self.target.endpoint}/api/v1{path}", params=params)
+        url = self._url(path, params)
         payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         headers = {
             "Accept": "application/json",
@@ -191,9 +191,14 @@ class PaoClient:
             )
         return self._decode(response, ok_statuses)
 
+    def _url(self, path: str, params: dict[str, Any] | None) -> httpx.URL:
+        """The API address of `path`, with the query parameters that have a value."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return httpx.URL(f"{self.target.endpoint}/api/v1{path}", params=query or None)
+
     def stream_lines(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
         """Lines of a streamed answer (server-sent events), signed like any call."""
-        url = httpx.URL(f"{self.target.endpoint}/api/v1{path}", params=params)
+        url = self._url(path, params)
         headers = sign(
             self.target,
             "GET",

@@ -173,19 +173,15 @@ def list_requests(
 ) -> None:
     """List the requests you may see. (GET /api/v1/requests)"""
     params = {
-        k: v
-        for k, v in {
-            "status": status,
-            "item_id": item,
-            "requester": requester,
-            "team": team,
-            "created_after": since,
-            "created_before": until,
-            "sort": sort,
-            "limit": limit,
-            "offset": offset,
-        }.items()
-        if v is not None
+        "status": status,
+        "item_id": item,
+        "requester": requester,
+        "team": team,
+        "created_after": since,
+        "created_before": until,
+        "sort": sort,
+        "limit": limit,
+        "offset": offset,
     }
     page = call(ctx, "GET", "/requests", params=params)
     g = globals_of(ctx)
