@@ -24,7 +24,7 @@ from botocore.credentials import ReadOnlyCredentials
 
 from infra import broker, fresh_database, percentile
 from pao.devctl.client import Target, sign
-from pao.stack.ports import free_port
+from pao.devstack.ports import free_port
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pao.stack.ports import free_port
+from pao.devstack.ports import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -43,7 +43,7 @@ async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
     if server_dsn:
         yield server_dsn
         return
-    from pao.stack.postgres import EmbeddedPostgres
+    from pao.devstack.postgres import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
     await embedded.start()
@@ -82,7 +82,7 @@ async def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
     if external:
         yield external
         return
-    from pao.stack.broker import EmbeddedBroker
+    from pao.devstack.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(tmp_path_factory.mktemp("tansu"))
     await broker.start()
@@ -198,7 +198,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
     import time
     import urllib.request
 
-    from pao.stack.ports import free_port
+    from pao.devstack.ports import free_port
 
     port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
@@ -227,7 +227,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def jira_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """An embedded JIRA server (jira820) for the session; yields its base URL."""
-    from pao.stack.jira import EmbeddedJira
+    from pao.devstack.jira import EmbeddedJira
 
     jira = EmbeddedJira(tmp_path_factory.mktemp("jira"))
     await jira.start()

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from conftest import BIN, REPO
-from pao.stack.ports import free_port
+from pao.devstack.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -24,11 +24,11 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from conftest import BIN, REPO
+from pao.devstack.ports import free_port
 from pao.fulfillment.jira import JiraClient
 from pao.shared.kafka import make_consumer
 from pao.shared.relay import decode_record_value
 from pao.shared.settings import Settings
-from pao.stack.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

@@ -9,9 +9,9 @@ import uuid
 import asyncpg
 import pytest
 
-from pao.contracts.envelope import EventEnvelope, NewEvent
+from pao.contracts import events as ev
 from pao.contracts.topics import DEAD_LETTER_TOPIC
-from pao.shared.consumer import EventConsumer
+from pao.shared.consumer import Delivery, EventConsumer
 from pao.shared.eventstore import EventStore
 from pao.shared.kafka import make_producer
 from pao.shared.relay import Relay
@@ -27,23 +27,20 @@ async def test_a_failing_event_is_dead_lettered_and_the_stream_goes_on(
 ) -> None:
     stream = f"request-{uuid.uuid4().hex}"
     name = f"test-consumer-{uuid.uuid4().hex[:8]}"
-    appended = await store.append(
-        stream,
-        [
-            NewEvent(event_type="Probe", data={"n": 1}),
-            NewEvent(event_type="Probe", data={"n": 2, "poison": True}),
-            NewEvent(event_type="Probe", data={"n": 3}),
-        ],
-        0,
-    )
+    request_id = stream.removeprefix("request-")
+
+    def probe(n: int) -> ev.ManualTicketUpdated:
+        return ev.ManualTicketUpdated(request_id=request_id, action="a", key="K-1", comment=str(n))
+
+    appended = await store.append(stream, [probe(n).new() for n in (1, 2, 3)], 0)
     seen: list[int] = []
 
-    async def handle(conn: asyncpg.Connection, event: EventEnvelope) -> None:
-        if event.stream_id != stream:
+    async def handle(delivery: Delivery[ev.ManualTicketUpdated]) -> None:
+        if delivery.envelope.stream_id != stream:
             return
-        if event.data.get("poison"):
+        if delivery.event.comment == "2":
             raise ValueError("this event cannot be handled")
-        seen.append(event.data["n"])
+        seen.append(int(delivery.event.comment))
 
     producer = make_producer(settings)
     await producer.start()
@@ -53,8 +50,7 @@ async def test_a_failing_event_is_dead_lettered_and_the_stream_goes_on(
         pool,
         settings,
         name=name,
-        topics=["pao.request.events"],
-        handler=handle,
+        handlers={ev.ManualTicketUpdated: handle},
         producer=producer,
         attempts=2,
     )

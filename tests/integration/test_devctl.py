@@ -11,7 +11,7 @@ import pytest
 
 from conftest import BIN, TEST_KEY_ID, TEST_SECRET
 from pao.devctl.profiles import Profile, save_profile
-from pao.stack.ports import free_port
+from pao.devstack.ports import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

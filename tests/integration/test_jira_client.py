@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from pao.devstack.jira import DEFAULT_PROJECTS, EmbeddedJira
+from pao.devstack.ports import free_port
 from pao.fulfillment.jira import JiraClient, JiraError
-from pao.stack.jira import DEFAULT_PROJECTS, EmbeddedJira
-from pao.stack.ports import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -24,6 +24,7 @@ from aiosmtpd.controller import Controller
 from conftest import fresh_database
 from pao.contracts.envelope import EventEnvelope
 from pao.contracts.events import ActionAwaitingManual, Event, RequestFailed
+from pao.devstack.ports import free_port
 from pao.notification import MIGRATIONS
 from pao.notification.channels import (
     Channel,
@@ -37,7 +38,6 @@ from pao.notification.outbox import OutboxSender, enqueue
 from pao.notification.routing import Routing, load_routing
 from pao.notification.summary import RequestSummary
 from pao.shared.database import create_pool, migrate
-from pao.stack.ports import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

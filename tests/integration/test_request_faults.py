@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 import pytest_asyncio
 from test_request_flow import POSTGRES, api, status_becomes, submit
@@ -175,3 +176,78 @@ async def test_requests_wait_out_a_jira_outage_and_finish_once_it_is_back(
                     await client.transition_to(key, "Done")
             for request_id in ids:
                 await status_becomes(stack, request_id, "completed")
+
+
+async def test_a_worker_killed_inside_the_step_that_records_a_ticket_leaves_nothing_stuck(
+    postgres_server: str,
+    settings: Settings,
+    keys: KeyStore,
+    jira_url: str,
+    proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    """The worker is frozen inside the step that records the ticket, after the ticket's report
+    is written and before its poll job is: a lock on the job table holds it there. Killed at that
+    instant, it leaves nothing half done; the next worker finds the ticket and follows it."""
+    async with fresh_database(postgres_server) as dsn:
+        own = settings.model_copy(
+            update={"database_url": dsn, "jira_url": jira_url, "catalog_dir": REPO / "catalog"}
+        )
+        async with running_stack(
+            own, keys, services=("gateway", "relay", "projector", "request"), data_dir=tmp_path
+        ) as stack:
+            proxy.answer_delay = 2.0  # time to take the lock while the answer is on its way
+            worker = await start_fulfillment(own, proxy.url, tmp_path)
+            blocker = await asyncpg.connect(dsn)
+            try:
+                request_id = await submit(stack, "postgresql-standard", POSTGRES)
+                label = idempotency_label(request_id, "create_ticket")
+
+                async def opened() -> bool:
+                    return await issues_labelled(jira_url, label) == 1
+
+                await eventually(opened, timeout=30, what="the worker to open the ticket")
+                locking = blocker.transaction()
+                await locking.start()
+                await blocker.execute("LOCK TABLE fulfillment_jobs IN SHARE MODE")
+
+                async def frozen_mid_step() -> bool:
+                    return bool(
+                        await stack.pool.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND application_name LIKE 'pao-fulfillment%' "
+                            "AND query LIKE '%INSERT INTO fulfillment_jobs%'"
+                        )
+                    )
+
+                await eventually(frozen_mid_step, timeout=30, what="the worker to reach the poll")
+                worker.send_signal(signal.SIGKILL)
+                await worker.wait()
+                await locking.rollback()
+            finally:
+                if worker.returncode is None:
+                    worker.kill()
+                    await worker.wait()
+                await blocker.close()
+            state = await status_becomes(stack, request_id, "in_progress")
+            assert state["actions"][0]["status"] == "running"  # the ticket's report never committed
+            proxy.answer_delay = 0.0
+            worker = await start_fulfillment(own, proxy.url, tmp_path)
+            try:
+                waiting = await status_becomes(stack, request_id, "awaiting_manual")
+                assert await issues_labelled(jira_url, label) == 1
+                async with aiohttp.ClientSession() as http:
+                    await JiraClient(jira_url, session=http).transition_to(
+                        waiting["actions"][0]["outputs"]["key"], "Done"
+                    )
+                await status_becomes(stack, request_id, "completed")
+            finally:
+                worker.terminate()
+                await worker.wait()
+            completions = await stack.pool.fetchval(
+                "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = "
+                "'RequestCompleted'",
+                f"request-{request_id}",
+            )
+            assert completions == 1
+            assert await issues_labelled(jira_url, label) == 1

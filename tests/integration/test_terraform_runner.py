@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from conftest import REPO
+from pao.devstack.ports import free_port
 from pao.fulfillment.terraform import TerraformError, TerraformRunner, schema_for
-from pao.stack.ports import free_port
 from support import eventually
 
 pytestmark = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from pao.stack.ports import free_port
+from pao.devstack.ports import free_port
 
 
 class TcpProxy:

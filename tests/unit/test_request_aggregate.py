@@ -12,19 +12,20 @@ from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.request.aggregate import (
     CommandRejected,
+    RequestState,
     decide_abort,
     decide_escalate,
+    decide_next,
+    decide_report,
     decide_retry,
     fold,
     next_status,
 )
 
-ITEM = {
-    "metadata": {"id": "x", "version": "1.0.0"},
-    "fulfillment": {
-        "actions": [{"name": "approve", "type": "jira"}, {"name": "build", "type": "terraform"}]
-    },
-}
+ACTIONS = [
+    ev.PlannedAction(name="approve", type="jira"),
+    ev.PlannedAction(name="build", type="terraform"),
+]
 
 
 def envelopes(*events: ev.Event) -> list[EventEnvelope]:
@@ -32,7 +33,7 @@ def envelopes(*events: ev.Event) -> list[EventEnvelope]:
         EventEnvelope(
             event_id=uuid.uuid4(),
             event_type=e.event_type,
-            schema_version=1,
+            schema_version=e.schema_version,
             stream_id="request-r1",
             stream_version=n,
             global_position=n,
@@ -48,9 +49,10 @@ def submitted(**extra: Any) -> ev.RequestSubmitted:
         request_id="r1",
         item_id="x",
         item_version="1.0.0",
+        item_hash="sha256:x",
         item_name="X",
         owner_team="team-a",
-        item=ITEM,
+        actions=ACTIONS,
         inputs={},
         resolved_inputs={},
         environment="dev",
@@ -133,29 +135,8 @@ def test_commands_check_the_state() -> None:
 
 
 def test_a_failed_automated_action_falls_back_to_a_manual_ticket() -> None:
-    item = {
-        **ITEM,
-        "fulfillment": {
-            **ITEM["fulfillment"],
-            "fallback": {
-                "strategy": "manual",
-                "jira": {"project": "OPS", "issue_type": "Task", "summary": "do it by hand"},
-            },
-        },
-    }
     first = [
-        ev.RequestSubmitted(
-            request_id="r1",
-            item_id="x",
-            item_version="1.0.0",
-            item_name="X",
-            owner_team="team-a",
-            item=item,
-            inputs={},
-            resolved_inputs={},
-            environment="dev",
-            requester=ev.Requester(id="dana"),
-        ),
+        submitted(manual_fallback=True),
         ev.ActionSucceeded(request_id="r1", action="approve", outputs={}),
         ev.ActionFailed(request_id="r1", action="build", error="apply failed", attempts=3),
     ]
@@ -176,3 +157,110 @@ def test_a_failed_automated_action_falls_back_to_a_manual_ticket() -> None:
     )
     assert done.all_done
     assert done.next_action() is None
+
+
+def state_of(*events: ev.Event) -> RequestState:
+    return fold("r1", envelopes(*events))
+
+
+def test_a_submitted_request_dispatches_its_first_action_once() -> None:
+    state = state_of(submitted())
+    [dispatched] = decide_next(state)
+    assert isinstance(dispatched, ev.ActionDispatched)
+    assert (dispatched.action, dispatched.action_type, dispatched.generation) == (
+        "approve",
+        "jira",
+        0,
+    )
+    assert state.status == "submitted"
+    assert decide_next(state_of(submitted(), dispatched)) == []  # a redelivery dispatches nothing
+
+
+def test_reports_are_recorded_and_a_success_dispatches_the_next_action() -> None:
+    dispatched = ev.ActionDispatched(request_id="r1", action="approve", action_type="jira")
+    started = ev.ExecutionStarted(
+        request_id="r1", action="approve", action_type="jira", attempt=1, spec={"summary": "s"}
+    )
+    [recorded] = decide_report(state_of(submitted(), dispatched), started)
+    assert isinstance(recorded, ev.ActionStarted)
+    assert (recorded.attempt, recorded.spec) == (1, {"summary": "s"})
+    opened = ev.ManualTicketOpened(
+        request_id="r1", action="approve", system="jira", key="P-1", url="u"
+    )
+    [waiting] = decide_report(state_of(submitted(), dispatched, recorded), opened)
+    assert isinstance(waiting, ev.ActionAwaitingManual)
+    state = state_of(submitted(), dispatched, recorded, waiting)
+    assert state.status == "awaiting_manual"
+    done = ev.ExecutionSucceeded(request_id="r1", action="approve", outputs={"key": "P-1"})
+    succeeded, following = decide_report(state, done)
+    assert isinstance(succeeded, ev.ActionSucceeded)
+    assert isinstance(following, ev.ActionDispatched)
+    assert following.action == "build"
+
+
+def test_the_last_success_completes_the_request_with_every_output() -> None:
+    state = state_of(
+        submitted(),
+        ev.ActionSucceeded(request_id="r1", action="approve", outputs={"key": "P-1"}),
+        ev.ActionDispatched(request_id="r1", action="build", action_type="terraform"),
+    )
+    report = ev.ExecutionSucceeded(request_id="r1", action="build", outputs={"arn": "a"})
+    succeeded, completed = decide_report(state, report)
+    assert isinstance(completed, ev.RequestCompleted)
+    assert completed.outputs == {"approve": {"key": "P-1"}, "build": {"arn": "a"}}
+    assert (
+        state_of(
+            submitted(),
+            ev.ActionSucceeded(request_id="r1", action="approve", outputs={"key": "P-1"}),
+            succeeded,
+            completed,
+        ).status
+        == "completed"
+    )
+
+
+def test_a_failure_fails_the_request_or_falls_back_and_dispatches_the_fallback() -> None:
+    failure = ev.ExecutionFailed(request_id="r1", action="approve", error="no", attempts=1)
+    failed, request_failed = decide_report(state_of(submitted()), failure)
+    assert isinstance(failed, ev.ActionFailed)
+    assert isinstance(request_failed, ev.RequestFailed)
+    assert request_failed.error == "no"
+    _, fallback, dispatched = decide_report(state_of(submitted(manual_fallback=True)), failure)
+    assert isinstance(fallback, ev.FallbackStarted)
+    assert fallback.failed_action == "approve"
+    assert isinstance(dispatched, ev.ActionDispatched)
+    assert (dispatched.action, dispatched.action_type) == ("fallback", "jira")
+
+
+def test_stale_reports_change_nothing() -> None:
+    failed = state_of(
+        submitted(),
+        ev.ActionFailed(request_id="r1", action="approve", error="boom", attempts=3),
+        ev.RequestFailed(request_id="r1", action="approve", error="boom"),
+    )
+    retried = state_of(
+        submitted(),
+        ev.ActionFailed(request_id="r1", action="approve", error="boom", attempts=3),
+        ev.RequestFailed(request_id="r1", action="approve", error="boom"),
+        decide_retry(failed, by="dana"),
+    )
+    late = ev.ExecutionSucceeded(request_id="r1", action="approve", generation=0, outputs={})
+    assert decide_report(retried, late) == []  # a report about the run before the retry
+    aborted = state_of(submitted(), ev.RequestAborted(request_id="r1", by="dana", reason="no"))
+    assert decide_report(aborted, late) == []
+    comment = ev.TicketCommented(request_id="r1", action="approve", key="P-1", comment="bye")
+    [written] = decide_report(aborted, comment)  # people on the ticket heard of the abort
+    assert isinstance(written, ev.ManualTicketUpdated)
+    assert decide_report(state_of(submitted()), late.model_copy(update={"action": "nope"})) == []
+
+
+def test_a_state_survives_its_snapshot() -> None:
+    state = state_of(
+        submitted(),
+        ev.ActionStarted(request_id="r1", action="approve", action_type="jira", attempt=1, spec={}),
+        ev.RequestEscalated(
+            request_id="r1", by="dana", reason="soon", urgency="high", level=1, status="x"
+        ),
+    )
+    assert RequestState.from_snapshot(state.snapshot()) == state
+    assert RequestState.from_snapshot({"v": 0, "state": {}}) is None

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pao.contracts.envelope import EventEnvelope
-from pao.contracts.events import CATALOG_EVENTS, REQUEST_EVENTS, Event
+from pao.contracts.events import CATALOG_EVENTS, FULFILLMENT_EVENTS, REQUEST_EVENTS, Event
 from pao.contracts.topics import ALL_TOPICS, CATEGORIES, DEAD_LETTER_TOPIC, topic_for_category
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -23,6 +23,7 @@ SCHEMAS = "#/components/schemas/"
 #: Event types per stream category; categories not listed publish none yet.
 EVENTS_BY_CATEGORY: dict[str, dict[str, type[Event]]] = {
     "request": REQUEST_EVENTS,
+    "fulfillment": FULFILLMENT_EVENTS,
     "catalog": CATALOG_EVENTS,
 }
 
@@ -33,6 +34,12 @@ _STREAM_KEYS: dict[str, dict[str, Any]] = {
         "pattern": "^request-[0-9a-f-]{36}$",
         "description": "The stream id `request-<request_id>`: one request, one partition.",
     },
+    "fulfillment": {
+        "type": "string",
+        "pattern": "^fulfillment-[0-9a-f-]{36}$",
+        "description": "The stream id `fulfillment-<request_id>`: fulfilment's work on one "
+        "request, on one partition.",
+    },
     "catalog": {
         "type": "string",
         "const": "catalog",
@@ -41,12 +48,14 @@ _STREAM_KEYS: dict[str, dict[str, Any]] = {
 }
 
 _TOPIC_DESCRIPTIONS: dict[str, str] = {
-    "request": "Every event of every request: submission, each action's progress, the outcome, "
-    "retries, aborts and escalations.",
+    "request": "Every event of every request, as the request service decided it: submission, "
+    "each action dispatched and its progress as recorded by the request, the outcome, retries, "
+    "aborts and escalations.",
     "catalog": "Changes to the served catalog: items and bundles published, updated or removed, "
     "and each refresh (or failed refresh).",
-    "fulfillment": "Reserved for fulfilment streams; fulfilment currently records its events on "
-    "the request's own stream (pao.request.events), so nothing is published here yet.",
+    "fulfillment": "What fulfilment did with each dispatched action (one generation of it): "
+    "attempts started and retried, tickets opened and written to, and how the run ended. The "
+    "request service reads these and records what they mean on the request's stream.",
     "notification": "Reserved for notification streams; nothing is published here yet.",
     "system": "Reserved for system streams; nothing is published here yet.",
 }

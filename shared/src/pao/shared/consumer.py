@@ -3,9 +3,12 @@
 A consumer reads every partition of its topics without a consumer group and keeps its offsets in
 PostgreSQL; one instance per consumer name is active (advisory lock), others wait to take over.
 Events of one stream (one Kafka key) are handled in order; different streams run concurrently.
-Each event runs inside `handle_once`, so a redelivery (the relay republishing after a crash, or
-offsets saved late) changes nothing. An event whose handler keeps failing is sent to the
-dead-letter topic with the reason, marked processed, and the stream goes on.
+Handlers are registered per event class; the consumer reads the topics of those classes'
+categories, decodes each record once (through the upcasters) and hands the typed event to its
+handler, with the envelope's metadata and the transaction's connection. Events of other types
+pass by untouched. Each event runs inside `handle_once`, so a redelivery (the relay republishing
+after a crash, or offsets saved late) changes nothing. An event whose handler keeps failing is sent
+to the dead-letter topic with the reason, marked processed, and the stream goes on.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import asyncpg
+import pydantic
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from pao.contracts.envelope import EventEnvelope
-from pao.contracts.topics import DEAD_LETTER_TOPIC
+from pao.contracts.envelope import EventEnvelope, NewEvent
+from pao.contracts.events import REGISTRY, Event
+from pao.contracts.topics import DEAD_LETTER_TOPIC, topic_for_category
 from pao.shared.idempotency import handle_once
 from pao.shared.kafka import make_consumer
 from pao.shared.lifecycle import leadership
@@ -30,7 +36,29 @@ from pao.shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[E]):
+    """One event handed to a handler: typed, with its stored metadata, inside the transaction
+    that also records it as processed."""
+
+    event: E
+    envelope: EventEnvelope
+    conn: asyncpg.Connection
+
+    def caused(self, event: Event, *, actor: str) -> NewEvent:
+        """`event` stamped as a consequence of this one (same correlation, caused by it)."""
+        return event.new(
+            correlation_id=self.envelope.correlation_id,
+            causation_id=str(self.envelope.event_id),
+            actor=actor,
+        )
+
+
+Handler = Callable[[Delivery[Any]], Awaitable[None]]
+Handlers = Mapping[type[Event], Handler]
 
 _SAVE_OFFSET = """
 INSERT INTO consumer_offsets (consumer, topic, partition, next_offset, updated_at)
@@ -41,7 +69,7 @@ SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), 
 
 
 class EventConsumer:
-    """Runs `handler` for every event on `topics`, once per event, in stream order."""
+    """Runs each event's handler once per event, in stream order."""
 
     def __init__(
         self,
@@ -49,22 +77,19 @@ class EventConsumer:
         settings: Settings,
         *,
         name: str,
-        topics: Sequence[str],
-        handler: Handler,
+        handlers: Handlers,
         producer: AIOKafkaProducer | None = None,
         concurrency: int = 16,
         attempts: int = 3,
-        event_types: frozenset[str] | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self.name = name
-        self._topics = list(topics)
-        self._handler = handler
+        self._handlers = {cls.event_type: handler for cls, handler in handlers.items()}
+        self._topics = sorted({topic_for_category(cls.category) for cls in handlers})
         self._producer = producer
         self._slots = asyncio.Semaphore(concurrency)
         self._attempts = attempts
-        self._event_types = event_types
         self.handled = 0
         self.dead_lettered = 0
 
@@ -124,16 +149,26 @@ class EventConsumer:
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         try:
-            event = decode_record_value(record.value)
+            envelope = decode_record_value(record.value)
         except (ValueError, TypeError) as exc:
             await self._dead_letter(record, None, f"undecodable record: {exc}")
             return
-        if self._event_types is not None and event.event_type not in self._event_types:
+        handler = self._handlers.get(envelope.event_type)
+        if handler is None:
             return
+        try:
+            event = REGISTRY.decode(envelope)
+        except (KeyError, pydantic.ValidationError) as exc:
+            await self._dead_letter(record, envelope, f"undecodable {envelope.event_type}: {exc}")
+            return
+
+        async def handle(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+            await handler(Delivery(event, envelope, conn))
+
         for attempt in range(1, self._attempts + 1):
             try:
                 if await handle_once(
-                    self._pool, consumer=self.name, event=event, handler=self._handler
+                    self._pool, consumer=self.name, event=envelope, handler=handle
                 ):
                     self.handled += 1
                 return
@@ -143,15 +178,15 @@ class EventConsumer:
                     log.exception(
                         "event dead-lettered",
                         consumer=self.name,
-                        event_type=event.event_type,
-                        event_id=str(event.event_id),
+                        event_type=envelope.event_type,
+                        event_id=str(envelope.event_id),
                     )
-                    await self._dead_letter(record, event, reason)
+                    await self._dead_letter(record, envelope, reason)
                     return
                 log.warning(
                     "event handler failed; retrying",
                     consumer=self.name,
-                    event_type=event.event_type,
+                    event_type=envelope.event_type,
                     attempt=attempt,
                     error=reason,
                 )

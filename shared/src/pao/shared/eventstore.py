@@ -230,16 +230,7 @@ class EventStore:
         self, stream_id: str, *, from_version: int = 1, conn: asyncpg.Connection | None = None
     ) -> list[EventEnvelope]:
         """Every event of one stream from `from_version`, in version order."""
-        sql = (
-            f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 "
-            "ORDER BY stream_version"
-        )
-        if conn is not None:
-            rows = await conn.fetch(sql, stream_id, from_version)
-        else:
-            async with self._pool.acquire() as own:
-                rows = await own.fetch(sql, stream_id, from_version)
-        return [envelope_from_row(r) for r in rows]
+        return await read_stream(conn or self._pool, stream_id, from_version=from_version)
 
     async def read_all(self, *, after_position: int = 0, limit: int = 1_000) -> list[EventEnvelope]:
         """Committed events after a global position, in position order (for rebuilds and audits).
@@ -260,6 +251,19 @@ class EventStore:
         """The highest committed global position, 0 for an empty store."""
         async with self._pool.acquire() as conn:
             return int(await conn.fetchval("SELECT coalesce(max(global_position), 0) FROM events"))
+
+
+async def read_stream(
+    conn: asyncpg.Connection | asyncpg.Pool, stream_id: str, *, from_version: int = 1
+) -> list[EventEnvelope]:
+    """Every event of one stream from `from_version`, in version order."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 "
+        "ORDER BY stream_version",
+        stream_id,
+        from_version,
+    )
+    return [envelope_from_row(r) for r in rows]
 
 
 # Commit-safe order: only rows whose transaction is older than every transaction still running,

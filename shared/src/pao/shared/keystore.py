@@ -20,15 +20,6 @@ class Identity(BaseModel):
     name: str | None = None
     email: str | None = None
 
-    def template_scope(self) -> dict[str, object]:
-        """The `user` scope of templates."""
-        return {
-            "id": self.user,
-            "name": self.name or self.user,
-            "email": self.email or "",
-            "teams": list(self.teams),
-        }
-
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles

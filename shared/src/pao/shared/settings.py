@@ -99,3 +99,12 @@ class Settings(BaseSettings):
 
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
+
+    @property
+    def catalog_root(self) -> Path:
+        """The local folder holding the catalog's files: the directory, or the git checkout."""
+        if self.catalog_git_url:
+            checkout = self.data_dir.resolve() / "catalog-git"
+            subpath = self.catalog_git_path.strip("/")
+            return checkout / subpath if subpath else checkout
+        return self.catalog_dir.resolve()

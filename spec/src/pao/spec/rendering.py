@@ -167,6 +167,78 @@ SAMPLE_SYSTEM = {
 }
 
 
+def placeholder_outputs(item: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Stand-ins for the outputs of every action (`<action.key>`), for previews."""
+    outputs: dict[str, dict[str, Any]] = {}
+    for action in item["fulfillment"]["actions"]:
+        declared = (action.get(action["type"]) or {}).get("outputs") or []
+        keys = {"jira": ["key", "url", "id", "status"], "rest": ["status_code"]}.get(
+            action["type"], []
+        )
+        outputs[action["name"]] = {k: f"<{action['name']}.{k}>" for k in [*keys, *declared]}
+    return outputs
+
+
+def user_scope(user: Mapping[str, Any]) -> dict[str, Any]:
+    """The `user` scope from a requester: a missing name is the user id, a missing e-mail empty."""
+    return {
+        "id": user["id"],
+        "name": user.get("name") or user["id"],
+        "email": user.get("email") or "",
+        "teams": list(user.get("teams") or ()),
+    }
+
+
+def template_context(
+    item: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    *,
+    user: Mapping[str, Any],
+    system: Mapping[str, Any],
+    environments: Mapping[str, Mapping[str, Any]],
+    request_id: str,
+    correlation_id: str,
+    created_at: str,
+    outputs: Mapping[str, Mapping[str, Any]],
+    default_environment: str = "dev",
+    environment: str | None = None,
+    secrets: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The scopes every template of `item` renders against: the one builder for previews,
+    validation, `test/variables` and execution alike, so a preview renders what a run renders.
+
+    `secrets` defaults to every declared secret shown as the mask; only an executor passes the
+    real values, for its own call.
+    """
+    metadata = item["metadata"]
+    filled = apply_defaults(item["form"]["schema"], inputs)
+    environment = environment or str(filled.get("environment") or default_environment)
+    return {
+        "user": user_scope(user),
+        "request": {
+            "id": request_id,
+            "correlation_id": correlation_id,
+            "created_at": created_at,
+            "environment": environment,
+            "item_id": metadata["id"],
+            "item_version": metadata["version"],
+        },
+        "item": {
+            k: metadata.get(k)
+            for k in ("id", "name", "version", "category", "owner", "description", "tags")
+        },
+        "system": dict(system),
+        "env": dict(environments.get(environment) or {}),
+        "inputs": filled,
+        "outputs": {name: dict(values) for name, values in outputs.items()},
+        "secrets": (
+            dict(secrets)
+            if secrets is not None
+            else dict.fromkeys(item.get("secrets") or {}, SECRET_MASK)
+        ),
+    }
+
+
 def preview_context(
     item: Mapping[str, Any],
     inputs: Mapping[str, Any],
@@ -178,38 +250,20 @@ def preview_context(
     request_id: str = "req-preview",
     correlation_id: str = "corr-preview",
 ) -> dict[str, Any]:
-    """A context for previews: the caller (or a sample user), placeholders for the outputs of
-    earlier actions, and every secret masked."""
-    metadata = item["metadata"]
-    filled = apply_defaults(item["form"]["schema"], inputs)
-    environment = str(filled.get("environment") or default_environment)
-    outputs: dict[str, dict[str, Any]] = {}
-    for action in item["fulfillment"]["actions"]:
-        declared = (action.get(action["type"]) or {}).get("outputs") or []
-        keys = {"jira": ["key", "url", "id", "status"], "rest": ["status_code"]}.get(
-            action["type"], []
-        )
-        outputs[action["name"]] = {k: f"<{action['name']}.{k}>" for k in [*keys, *declared]}
-    return {
-        "user": dict(user or SAMPLE_USER),
-        "request": {
-            "id": request_id,
-            "correlation_id": correlation_id,
-            "created_at": datetime.now(UTC).isoformat(),
-            "environment": environment,
-            "item_id": metadata["id"],
-            "item_version": metadata["version"],
-        },
-        "item": {
-            k: metadata.get(k)
-            for k in ("id", "name", "version", "category", "owner", "description", "tags")
-        },
-        "system": dict(system or SAMPLE_SYSTEM),
-        "env": dict((environments or {}).get(environment) or {}),
-        "inputs": filled,
-        "outputs": outputs,
-        "secrets": {name: SECRET_MASK for name in (item.get("secrets") or {})},
-    }
+    """`template_context` for a request not made yet: the caller (or a sample user),
+    placeholders for the outputs of earlier actions, and every secret masked."""
+    return template_context(
+        item,
+        inputs,
+        user=user or SAMPLE_USER,
+        system=system or SAMPLE_SYSTEM,
+        environments=environments or {},
+        default_environment=default_environment,
+        request_id=request_id,
+        correlation_id=correlation_id,
+        created_at=datetime.now(UTC).isoformat(),
+        outputs=placeholder_outputs(item),
+    )
 
 
 def render_actions(item: Mapping[str, Any], context: Mapping[str, Any]) -> list[RenderedAction]:

@@ -1,14 +1,21 @@
-"""Wiring the catalog's parts from settings."""
+"""Wiring the catalog service's parts from settings: its source, its served view, its follower."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pao.catalog.sources import CatalogSource, DirectorySource, GitSource
+import structlog
+
+from pao.catalog.follower import follow_catalog
+from pao.catalog.refresh import refresh_catalog
+from pao.catalog.sources import CatalogSource, DirectorySource, GitSource, SourceError
 from pao.catalog.view import CatalogView
 from pao.shared.eventstore import EventStore
+from pao.shared.runtime import Scope
 from pao.shared.secrets import secret_provider
 from pao.shared.settings import Settings
+
+log = structlog.get_logger("pao.catalog")
 
 
 @dataclass
@@ -39,3 +46,24 @@ def source_from_settings(settings: Settings) -> CatalogSource:
             token_provider=token_provider,
         )
     return DirectorySource(settings.catalog_dir.resolve())
+
+
+async def start_view(scope: Scope, parts: CatalogParts) -> None:
+    """Load the served catalog from the store, refresh it from its source, then follow it."""
+    await parts.view.catch_up(parts.store)
+    if scope.settings.catalog_refresh_on_start:
+        try:
+            result = await refresh_catalog(
+                source=parts.source, store=parts.store, view=parts.view, actor="pao"
+            )
+            log.info(
+                "catalog loaded",
+                status=result.status,
+                version=result.catalog_version,
+                problems=len(result.problems),
+            )
+        except SourceError as exc:
+            log.error("catalog source unavailable; serving the stored catalog", error=str(exc))
+    scope.spawn(
+        "catalog-follower", follow_catalog(scope.settings, parts.store, parts.view, scope.stop)
+    )

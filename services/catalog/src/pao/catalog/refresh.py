@@ -92,7 +92,13 @@ def _changes(
         if old is None:
             added.append(item_id)
             changes.append(
-                ev.CatalogItemPublished(item_id=item_id, version=version, path=path, item=item)
+                ev.CatalogItemPublished(
+                    item_id=item_id,
+                    version=version,
+                    path=path,
+                    item_hash=ev.item_hash(item),
+                    item=item,
+                )
             )
         elif not _same(old, item) or view.paths.get(item_id) != path:
             updated.append(item_id)
@@ -102,6 +108,7 @@ def _changes(
                     previous_version=old["metadata"]["version"],
                     version=version,
                     path=path,
+                    item_hash=ev.item_hash(item),
                     item=item,
                 )
             )

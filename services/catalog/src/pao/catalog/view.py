@@ -32,6 +32,8 @@ class CatalogView:
     """Items and bundles by id, the catalog version, and how far the stream has been read."""
 
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: each served item's content hash, which a request pins
+    hashes: dict[str, str] = field(default_factory=dict)
     bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     version: str | None = None
@@ -56,9 +58,11 @@ class CatalogView:
         match event:
             case ev.CatalogItemPublished() | ev.CatalogItemUpdated():
                 self.items[event.item_id] = event.item
+                self.hashes[event.item_id] = event.item_hash
                 self.paths[event.item_id] = event.path
             case ev.CatalogItemRemoved():
                 self.items.pop(event.item_id, None)
+                self.hashes.pop(event.item_id, None)
                 self.paths.pop(event.item_id, None)
             case ev.CatalogBundlePublished():
                 self.bundles[event.bundle_id] = event.bundle

@@ -1,13 +1,14 @@
-"""The template context of an action when it runs: the request as submitted, real secrets."""
+"""The template context of an action when it runs: the request as submitted, real secrets only
+for the executor's own call. Built by the same function that previews use."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pao.request.aggregate import RequestState
+from pao.fulfillment.ledger import Fulfillment
 from pao.shared.secrets import SecretProvider, resolve_secrets
 from pao.spec.explain import templates_of
-from pao.spec.rendering import SECRET_MASK
+from pao.spec.rendering import SECRET_MASK, template_context
 from pao.spec.variables import parse_template
 
 
@@ -21,44 +22,36 @@ def secrets_used(spec: Any) -> set[str]:
     return names
 
 
-def base_context(
-    state: RequestState,
+def run_context(
+    fulfillment: Fulfillment,
+    item: dict[str, Any],
     *,
     system: dict[str, Any],
     environments: dict[str, dict[str, Any]],
+    secrets: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every scope but secrets, from the pinned request."""
-    submitted = state.submitted
-    assert submitted is not None
-    metadata = submitted.item["metadata"]
+    """Every scope, from the pinned request and the outputs so far; secrets masked unless given."""
+    return template_context(
+        item,
+        fulfillment.inputs,
+        user=fulfillment.requester,
+        system=system,
+        environments=environments,
+        request_id=fulfillment.request_id,
+        correlation_id=fulfillment.correlation_id or "",
+        created_at=fulfillment.submitted_at.isoformat(),
+        outputs=fulfillment.outputs,
+        environment=fulfillment.environment,
+        secrets=secrets,
+    )
+
+
+async def real_secrets(
+    item: dict[str, Any], names: set[str], provider: SecretProvider
+) -> dict[str, Any]:
+    """The named secrets' real values (the others masked): only for the executor's call."""
+    declared = item.get("secrets") or {}
     return {
-        "user": submitted.requester.model_dump(),
-        "request": {
-            "id": state.request_id,
-            "correlation_id": state.correlation_id or "",
-            "created_at": state.submitted_at or "",
-            "environment": submitted.environment,
-            "item_id": submitted.item_id,
-            "item_version": submitted.item_version,
-        },
-        "item": {
-            k: metadata.get(k)
-            for k in ("id", "name", "version", "category", "owner", "description", "tags")
-        },
-        "system": system,
-        "env": dict(environments.get(submitted.environment) or {}),
-        "inputs": submitted.resolved_inputs,
-        "outputs": state.outputs,
+        **dict.fromkeys(declared, SECRET_MASK),
+        **await resolve_secrets(provider, declared, names),
     }
-
-
-def masked(context: dict[str, Any], names: set[str]) -> dict[str, Any]:
-    """The context with secrets shown as the mask: what events and logs may carry."""
-    return {**context, "secrets": dict.fromkeys(names, SECRET_MASK)}
-
-
-async def with_secrets(
-    context: dict[str, Any], names: set[str], declared: dict[str, Any], provider: SecretProvider
-) -> dict[str, Any]:
-    """The context with the real values of the named secrets: only for the executor's call."""
-    return {**context, "secrets": await resolve_secrets(provider, declared, names)}

@@ -1,7 +1,10 @@
 """Executors: what each action type does against the outside world, with errors classified.
 
-Every failure becomes an ActionError saying whether it is transient (retry later) or permanent
-(fail the action), so the worker treats JIRA, Terraform and REST calls alike.
+Every action type has one executor behind the same protocol: `system_of` names the system a
+spec calls (one breaker each), `run` does the work and says how it ended, a finished call with
+outputs or a ticket now open for people. Every failure becomes an ActionError saying whether it
+is transient (retry later) or permanent (fail the action), so the worker treats JIRA, Terraform
+and REST calls alike.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,6 +42,64 @@ def idempotency_label(request_id: str, action: str, generation: int = 0) -> str:
 
 
 @dataclass(frozen=True)
+class RunKey:
+    """Which run an executor works for; its label keys every side effect of that run."""
+
+    request_id: str
+    action: str
+    generation: int
+    correlation_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return idempotency_label(self.request_id, self.action, self.generation)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The call is done; what it produced."""
+
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TicketOpen:
+    """A ticket is open; people finish the action, and fulfilment follows the ticket."""
+
+    key: str
+    url: str
+
+
+Outcome = Finished | TicketOpen
+
+
+class Executor(Protocol):
+    """Runs one action type's rendered spec."""
+
+    def system_of(self, spec: dict[str, Any]) -> str:
+        """The external system the spec calls: its breaker's name."""
+        ...
+
+    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
+        """Do the action once more (a repeat finds what an earlier attempt left)."""
+        ...
+
+
+class Missing:
+    """The executor of an action type this installation cannot run; every run fails for good."""
+
+    def __init__(self, system: str, reason: str) -> None:
+        self._system = system
+        self._reason = reason
+
+    def system_of(self, spec: dict[str, Any]) -> str:
+        return self._system
+
+    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
+        raise ActionError(self._reason, transient=False)
+
+
+@dataclass(frozen=True)
 class JiraSettings:
     correlation_field: str | None = None
 
@@ -45,23 +107,21 @@ class JiraSettings:
 class JiraExecutor:
     """Opens an action's issue (once), reads it, and writes comments and priorities."""
 
-    system = "jira"
-
     def __init__(self, client: JiraClient, settings: JiraSettings) -> None:
         self._client = client
         self._settings = settings
 
-    async def open_issue(
-        self,
-        spec: dict[str, Any],
-        *,
-        request_id: str,
-        action: str,
-        correlation_id: str | None,
-        generation: int = 0,
-    ) -> JiraIssue:
-        """The action's issue: found by its label if it already exists, else created."""
-        label = idempotency_label(request_id, action, generation)
+    def system_of(self, spec: dict[str, Any]) -> str:
+        return "jira"
+
+    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
+        issue = await self.open_issue(spec, key)
+        return TicketOpen(issue.key, issue.url)
+
+    async def open_issue(self, spec: dict[str, Any], key: RunKey) -> JiraIssue:
+        """The run's issue: found by its label if it already exists, else created."""
+        label = key.label
+        correlation_id = key.correlation_id
         try:
             existing = await self._client.find_issue_by_label(label)
             if existing is not None:
@@ -86,12 +146,14 @@ class JiraExecutor:
             raise _from_jira(exc) from exc
 
     async def read(self, key: str) -> JiraIssue:
+        """The issue as JIRA has it now."""
         try:
             return await self._client.get_issue(key)
         except JiraError as exc:
             raise _from_jira(exc) from exc
 
     async def update(self, key: str, *, comment: str, priority: str | None = None) -> None:
+        """Comment on the issue, after setting a new priority if one is given."""
         try:
             if priority:
                 await self._client.set_priority(key, priority)
@@ -107,21 +169,22 @@ def _from_jira(exc: JiraError) -> ActionError:
 class TerraformExecutor:
     """Applies an action's module with its variables, one workspace per request and action."""
 
-    system = "terraform"
-
     def __init__(self, runner: TerraformRunner, catalog_root: Path) -> None:
         self._runner = runner
         self._catalog_root = catalog_root
 
-    async def apply(self, spec: dict[str, Any], *, request_id: str, action: str) -> dict[str, Any]:
+    def system_of(self, spec: dict[str, Any]) -> str:
+        return "terraform"
+
+    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
         module = spec["module"]
         if module.startswith("git::"):
             raise ActionError(
                 "git module sources are not supported by this installation", transient=False
             )
-        workspace = f"{spec.get('workspace') or 'default'}-{request_id[:8]}-{action}"
+        workspace = f"{spec.get('workspace') or 'default'}-{key.request_id[:8]}-{key.action}"
         try:
-            return await self._runner.apply(
+            outputs = await self._runner.apply(
                 self._catalog_root / module,
                 spec.get("variables") or {},
                 workspace=workspace,
@@ -129,6 +192,7 @@ class TerraformExecutor:
             )
         except TerraformError as exc:
             raise ActionError(f"Terraform: {exc}", transient=exc.transient) from exc
+        return Finished(outputs)
 
 
 class RestExecutor:
@@ -138,15 +202,12 @@ class RestExecutor:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
-    @staticmethod
-    def system_of(spec: dict[str, Any]) -> str:
-        from urllib.parse import urlsplit
-
+    def system_of(self, spec: dict[str, Any]) -> str:
         return f"rest:{urlsplit(str(spec.get('url', ''))).netloc}"
 
-    async def call(self, spec: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
         body = spec.get("body")
-        headers = {"Idempotency-Key": idempotency_key, **(spec.get("headers") or {})}
+        headers = {"Idempotency-Key": key.label, **(spec.get("headers") or {})}
         kwargs: dict[str, Any] = {}
         if isinstance(body, str):
             kwargs["data"] = body.encode()
@@ -182,4 +243,4 @@ class RestExecutor:
                 ) from exc
             for name, pointer in pointers.items():
                 outputs[name] = value_at(document, pointer)
-        return outputs
+        return Finished(outputs)

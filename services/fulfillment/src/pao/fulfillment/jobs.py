@@ -16,10 +16,12 @@ class Job:
     id: int
     request_id: str
     action: str
+    generation: int
     kind: str
     attempt: int
     payload: dict[str, Any]
     due_at: datetime
+    created_at: datetime
 
 
 async def schedule(
@@ -27,6 +29,7 @@ async def schedule(
     *,
     request_id: str,
     action: str,
+    generation: int,
     kind: str,
     dedupe_key: str,
     payload: dict[str, Any] | None = None,
@@ -35,9 +38,9 @@ async def schedule(
 ) -> bool:
     """Add a job unless one with the same dedupe key exists; True if added."""
     added = await conn.fetchval(
-        """INSERT INTO fulfillment_jobs (request_id, action, kind, dedupe_key, payload, attempt,
-               due_at)
-           VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+        """INSERT INTO fulfillment_jobs (request_id, action, generation, kind, dedupe_key,
+               payload, attempt, due_at)
+           VALUES ($1, $2, $8, $3, $4, $5, $6, now() + make_interval(secs => $7))
            ON CONFLICT (dedupe_key) DO NOTHING RETURNING id""",
         request_id,
         action,
@@ -46,6 +49,7 @@ async def schedule(
         payload or {},
         attempt,
         delay,
+        generation,
     )
     return added is not None
 
@@ -58,7 +62,8 @@ async def claim(pool: asyncpg.Pool, limit: int) -> list[Job]:
                         WHERE state = 'pending' AND due_at <= now()
                         -- New work first: a backlog of polls must not delay opening tickets.
                         ORDER BY kind = 'poll', due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-           RETURNING id, request_id, action, kind, attempt, payload, due_at""",
+           RETURNING id, request_id, action, generation, kind, attempt, payload, due_at,
+                     created_at""",
         limit,
     )
     return [Job(**dict(r)) for r in rows]

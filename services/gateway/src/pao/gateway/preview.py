@@ -10,6 +10,7 @@ from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.contracts.preview import PreviewFormBody, TestVariablesBody, ValidateRequestBody
 from pao.gateway.bodies import read_model
+from pao.gateway.identity import requester_of
 from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, SETTINGS
 from pao.shared.environments import environments, system_scope
 from pao.spec.explain import explain_template, merge_context, templates_of
@@ -45,7 +46,7 @@ def context_for(request: web.Request, item: dict[str, Any], inputs: dict[str, An
     return preview_context(
         item,
         inputs,
-        user=request[IDENTITY].template_scope(),
+        user=requester_of(request[IDENTITY]).model_dump(),
         system=system_scope(settings),
         environments=environments(settings),
         default_environment=settings.default_environment,

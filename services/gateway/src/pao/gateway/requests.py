@@ -12,13 +12,12 @@ from aiohttp import web
 from pao.contracts import errors
 from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, SubmitRequest
 from pao.contracts.errors import ErrorDetail, PaoError
-from pao.contracts.events import Requester
 from pao.contracts.requests import AbortBody, EscalateBody, SubmitBody
 from pao.gateway.bodies import read_model
+from pao.gateway.identity import requester_of
 from pao.gateway.params import int_param, text_param
 from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, POOL, SETTINGS, STORE
-from pao.request import commands, queries
-from pao.request.aggregate import TERMINAL, RequestState
+from pao.request import handlers, queries
 from pao.shared.environments import environments, system_scope
 from pao.shared.keystore import Identity
 
@@ -26,6 +25,8 @@ routes = web.RouteTableDef()
 
 _FOLLOW_POLL = 0.25
 _KEEPALIVE = 15.0
+#: How long a read waits for a request just submitted to reach the read models.
+_PROJECTION_WAIT = 2.0
 
 
 def viewer_of(identity: Identity) -> queries.Viewer:
@@ -43,11 +44,10 @@ def _not_found(request_id: str) -> PaoError:
 def _authorizer(request: web.Request):
     viewer = viewer_of(request[IDENTITY])
 
-    def authorize(state: RequestState) -> None:
-        assert state.submitted is not None
-        row = {"requester": state.submitted.requester.id, "owner_team": state.submitted.owner_team}
+    def authorize(request: handlers.Ownership) -> None:
+        row = {"requester": request.requester, "owner_team": request.owner_team}
         if not viewer.may_see(row):
-            raise _not_found(state.request_id)
+            raise _not_found(request.request_id)
 
     return authorize
 
@@ -68,27 +68,26 @@ async def submit(request: web.Request) -> web.Response:
             "Idempotency-Key must be 1 to 200 characters",
             details=[ErrorDetail(field="Idempotency-Key", message="length")],
         )
-    identity = request[IDENTITY]
-    requester = Requester(
-        id=identity.user, name=identity.name, email=identity.email, teams=list(identity.teams)
-    )
+    requester = requester_of(request[IDENTITY])
     command = SubmitRequest(
         item_id=body.item_id, inputs=body.inputs, requester=requester, idempotency_key=key
     )
-    outcome = await commands.earlier_submit(command, store=request.app[STORE])
+    outcome = await handlers.earlier_submit(command, store=request.app[STORE])
     settings = request.app[SETTINGS]
     if outcome is None:
-        item = request.app[CATALOG].view.items.get(body.item_id)
+        view = request.app[CATALOG].view
+        item = view.items.get(body.item_id)
         if item is None:
             raise PaoError(
                 errors.ITEM_NOT_FOUND,
                 f"no catalog item '{body.item_id}'",
                 details=[ErrorDetail(field="/item_id", message=body.item_id)],
             )
-        outcome = await commands.submit_request(
+        outcome = await handlers.submit_request(
             command,
             store=request.app[STORE],
             item=item,
+            item_hash=view.hashes[body.item_id],
             default_environment=request.app[SETTINGS].default_environment,
             correlation_id=request[CORRELATION_ID],
             system=system_scope(settings),
@@ -163,55 +162,12 @@ async def list_requests(request: web.Request) -> web.Response:
 
 
 async def _visible(request: web.Request) -> dict[str, Any]:
-    """The request from the read models (or, just after submit, from its events)."""
+    """The request from the read models, if the caller may see it."""
     request_id = request.match_info["request_id"]
-    found = await queries.get_request(request.app[POOL], request_id)
-    if found is None:
-        # The projection trails the store by milliseconds; a request seen before it is built
-        # from its events rather than answered 404.
-        state = await commands.load_request(request.app[STORE], request_id)
-        found = _from_state(state)
-    if not viewer_of(request[IDENTITY]).may_see(found):
+    found = await queries.get_request(request.app[POOL], request_id, wait_seconds=_PROJECTION_WAIT)
+    if found is None or not viewer_of(request[IDENTITY]).may_see(found):
         raise _not_found(request_id)
     return found
-
-
-def _from_state(state: RequestState) -> dict[str, Any]:
-    submitted = state.submitted
-    assert submitted is not None
-    return {
-        "request_id": state.request_id,
-        "item_id": submitted.item_id,
-        "item_version": submitted.item_version,
-        "item_name": submitted.item_name,
-        "owner_team": submitted.owner_team,
-        "requester": submitted.requester.id,
-        "environment": submitted.environment,
-        "status": state.status,
-        "escalation_level": state.escalation_level,
-        "created_at": state.submitted_at,
-        "updated_at": state.submitted_at,
-        "finished_at": None,
-        "last_error": state.failure,
-        "inputs": submitted.resolved_inputs,
-        "correlation_id": state.correlation_id,
-        "stream_version": state.version,
-        "escalations": [],
-        "requester_details": submitted.requester.model_dump(),
-        "actions": [
-            {
-                "name": a.name,
-                "type": a.type,
-                "status": a.status,
-                "attempts": a.attempts,
-                "outputs": a.outputs,
-                "error": a.error,
-                "started_at": None,
-                "finished_at": None,
-            }
-            for a in state.actions
-        ],
-    }
 
 
 @routes.get("/api/v1/requests/{request_id}")
@@ -274,10 +230,8 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
                     f"id: {after}\nevent: log\ndata: {json.dumps(entry)}\n\n".encode()
                 )
                 quiet_since = loop.time()
-            status = await pool.fetchval(
-                "SELECT status FROM requests WHERE request_id = $1", request_id
-            )
-            if status in TERMINAL and not entries:
+            status = await queries.current_status(pool, request_id)
+            if status in queries.ENDED and not entries:
                 await response.write(
                     f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
                 )
@@ -294,7 +248,7 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
 @routes.post("/api/v1/requests/{request_id}/retry")
 async def retry(request: web.Request) -> web.Response:
     """Re-run the failed actions of a failed request."""
-    event = await commands.retry_request(
+    event = await handlers.retry_request(
         RetryRequest(request_id=request.match_info["request_id"], by=request[IDENTITY].user),
         store=request.app[STORE],
         authorize=_authorizer(request),
@@ -310,7 +264,7 @@ async def retry(request: web.Request) -> web.Response:
 async def abort(request: web.Request) -> web.Response:
     """Stop a request; its open tickets are told."""
     body = await read_model(request, AbortBody) if request.body_exists else AbortBody()
-    event = await commands.abort_request(
+    event = await handlers.abort_request(
         AbortRequest(
             request_id=request.match_info["request_id"],
             by=request[IDENTITY].user,
@@ -329,7 +283,7 @@ async def abort(request: web.Request) -> web.Response:
 async def escalate(request: web.Request) -> web.Response:
     """Escalate to the owning team: their ticket's priority goes up and they are told."""
     body = await read_model(request, EscalateBody)
-    event = await commands.escalate_request(
+    event = await handlers.escalate_request(
         EscalateRequest(
             request_id=request.match_info["request_id"],
             by=request[IDENTITY].user,

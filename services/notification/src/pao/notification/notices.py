@@ -31,14 +31,6 @@ AUDIENCES: dict[str, tuple[str, ...]] = {
     "RequestEscalated": (REQUESTER, TEAM),
 }
 
-# The status a request has once the event applies; events not listed leave it as it was.
-_STATUS_AFTER = {
-    "ActionAwaitingManual": "awaiting_manual",
-    "RequestCompleted": "completed",
-    "RequestFailed": "failed",
-    "RequestAborted": "aborted",
-}
-
 _REASON_LIMIT = 1_000
 _SUBJECT_LIMIT = 200
 _SLACK_HEADER_LIMIT = 150
@@ -144,9 +136,11 @@ def _clip(text: str | None, limit: int) -> str | None:
 
 
 def _context(event: EventEnvelope, summary: RequestSummary) -> dict[str, Any]:
-    data = decode(event).model_dump()
-    # The event is the latest word on the ticket, the reason and the level; the summary fills in
-    # what the event does not carry.
+    decoded = decode(event)
+    data = decoded.model_dump()
+    # The event is the latest word on the status, the ticket, the reason and the level; the
+    # summary fills in what the event does not carry.
+    status = getattr(decoded, "request_status", None) or data.get("status") or summary.status
     reason = data.get("error") or data.get("reason") or summary.reason
     gateway = (summary.gateway_url or "").rstrip("/")
     return {
@@ -156,7 +150,7 @@ def _context(event: EventEnvelope, summary: RequestSummary) -> dict[str, Any]:
         "owner_team": summary.owner_team,
         "requester_id": summary.requester_id,
         "requester_name": summary.requester_name or summary.requester_id,
-        "status": _STATUS_AFTER.get(event.event_type, summary.status),
+        "status": status,
         "jira_key": data.get("key") or summary.jira_key,
         "jira_url": data.get("url") or summary.jira_url,
         "reason": _clip(reason, _REASON_LIMIT),

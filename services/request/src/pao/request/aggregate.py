@@ -1,41 +1,36 @@
-"""The request aggregate: rebuilt from its events, it decides what a command may do. No I/O."""
+"""The request aggregate: rebuilt from its events, it decides what a command or a report may do.
+
+This is the one place that knows how events change a request: the process manager, the command
+handlers and the projector all fold through `RequestState.apply`. No I/O.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
+from pao.contracts.events import FALLBACK
 
 Status = Literal["submitted", "in_progress", "awaiting_manual", "completed", "failed", "aborted"]
 ActionStatus = Literal[
     "pending", "running", "awaiting_manual", "retrying", "succeeded", "skipped", "failed"
 ]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "aborted"})
+_DONE: frozenset[str] = frozenset({"succeeded", "skipped"})
 
-
-#: The request status each event moves to (None: unchanged); an ended request stays ended,
-#: except that a retry reopens a failed one.
-_STATUS_AFTER: dict[str, Status | None] = {
-    "RequestSubmitted": "submitted",
-    "ActionStarted": "in_progress",
-    "ActionAwaitingManual": "awaiting_manual",
-    "ActionSucceeded": "in_progress",
-    "RequestCompleted": "completed",
-    "RequestFailed": "failed",
-    "RequestAborted": "aborted",
-    "RequestRetried": "in_progress",
-    "FallbackStarted": "in_progress",
-}
-
-#: The name of the manual action an item's fallback adds.
-FALLBACK = "fallback"
+#: The version of the shape `RequestState.snapshot` writes; a read model holding another
+#: version refolds the request from its stream.
+SNAPSHOT_VERSION = 1
 
 
 def next_status(current: str | None, event_type: str) -> str | None:
-    """The status a request has after an event of `event_type`."""
-    target = _STATUS_AFTER.get(event_type)
+    """The status a request has after an event of `event_type`: the one its contract names,
+    except that an ended request stays ended and only a retry reopens a failed one."""
+    cls = ev.REQUEST_EVENTS.get(event_type)
+    target = cls.request_status if cls is not None else None
     if target is None:
         return current
     if current in TERMINAL and not (current == "failed" and event_type == "RequestRetried"):
@@ -60,8 +55,21 @@ class ActionState:
     error: str | None = None
     key: str | None = None
     url: str | None = None
-    #: how many times a retry reset this action (a retried manual step gets a new ticket)
+    #: how many times a retry (or a fallback) reset this action; its ticket and idempotency key
+    #: belong to one generation
     generation: int = 0
+    #: whether fulfilment was asked to run this generation
+    dispatched: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    def reset(self) -> None:
+        """Back to pending, as a new generation (a retry or a repeated fallback)."""
+        self.status, self.error, self.attempts = "pending", None, 0
+        self.key = self.url = self.finished_at = None
+        self.outputs = {}
+        self.generation += 1
+        self.dispatched = False
 
 
 @dataclass
@@ -85,7 +93,11 @@ class RequestState:
     escalations: list[Escalation] = field(default_factory=list)
     aborted_reason: str | None = None
     failure: str | None = None
+    #: what a person should read first about what went wrong, if anything did
+    last_error: str | None = None
     submitted_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
     correlation_id: str | None = None
     #: the automated action the manual fallback stands in for, while it does
     fallback_for: str | None = None
@@ -94,13 +106,11 @@ class RequestState:
     def exists(self) -> bool:
         return self.submitted is not None
 
-    @property
-    def item(self) -> dict[str, Any]:
-        assert self.submitted is not None
-        return self.submitted.item
-
     def action(self, name: str) -> ActionState:
         return next(a for a in self.actions if a.name == name)
+
+    def has_action(self, name: str) -> bool:
+        return any(a.name == name for a in self.actions)
 
     def next_action(self) -> ActionState | None:
         """The first action not yet done, if the request may still run."""
@@ -108,9 +118,9 @@ class RequestState:
             return None
         if self.fallback_for is not None:
             fallback = self.action(FALLBACK)
-            return None if fallback.status in ("succeeded", "skipped") else fallback
+            return None if fallback.status in _DONE else fallback
         for action in self.actions:
-            if action.status in ("succeeded", "skipped") or action.name == FALLBACK:
+            if action.status in _DONE or action.name == FALLBACK:
                 continue
             return action
         return None
@@ -120,14 +130,13 @@ class RequestState:
         if self.fallback_for is not None:
             return self.action(FALLBACK).status == "succeeded"
         regular = [a for a in self.actions if a.name != FALLBACK]
-        return bool(regular) and all(a.status in ("succeeded", "skipped") for a in regular)
+        return all(a.status in _DONE for a in regular)
 
     @property
     def may_fall_back(self) -> bool:
         """The item falls back to a manual ticket, and has not done so yet."""
         assert self.submitted is not None
-        fallback = self.submitted.item["fulfillment"].get("fallback") or {}
-        return fallback.get("strategy") == "manual" and self.fallback_for is None
+        return self.submitted.manual_fallback and self.fallback_for is None
 
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -146,23 +155,34 @@ class RequestState:
         )
 
     def apply(self, envelope: EventEnvelope) -> None:
-        """Fold one event of this request's stream (an event already folded is skipped)."""
+        """Fold one stored event of this request's stream (an event already folded is skipped)."""
         if envelope.stream_version <= self.version:
             return
-        event = ev.decode(envelope)
         self.version = envelope.stream_version
-        at = envelope.occurred_at.isoformat()
-        self.status = next_status(self.status, envelope.event_type)  # type: ignore[assignment]
+        if self.submitted is None or envelope.stream_version == 1:
+            self.correlation_id = envelope.correlation_id
+        self._apply(ev.decode(envelope), envelope.occurred_at.isoformat())
+
+    def _apply(self, event: ev.Event, at: str) -> None:
+        before = self.status
+        self.status = next_status(self.status, event.event_type)  # type: ignore[assignment]
+        self.updated_at = at
+        if self.status in TERMINAL and before not in TERMINAL:
+            self.finished_at = at
+        elif self.status not in TERMINAL:
+            self.finished_at = None
         match event:
             case ev.RequestSubmitted():
-                self.submitted = event
-                self.submitted_at, self.correlation_id = at, envelope.correlation_id
-                self.actions = [
-                    ActionState(a["name"], a["type"]) for a in event.item["fulfillment"]["actions"]
-                ]
+                self.submitted, self.submitted_at = event, at
+                self.actions = [ActionState(a.name, a.type) for a in event.actions]
+            case ev.ActionDispatched():
+                action = self.action(event.action)
+                action.dispatched, action.generation = True, event.generation
             case ev.ActionStarted():
                 action = self.action(event.action)
                 action.status, action.attempts, action.error = "running", event.attempt, None
+                action.started_at = action.started_at or at
+                action.finished_at = None
             case ev.ActionAwaitingManual():
                 action = self.action(event.action)
                 action.status, action.key, action.url = "awaiting_manual", event.key, event.url
@@ -172,38 +192,55 @@ class RequestState:
             case ev.ActionSucceeded():
                 action = self.action(event.action)
                 action.status, action.outputs, action.error = "succeeded", event.outputs, None
+                action.finished_at = at
             case ev.ActionSkipped():
-                self.action(event.action).status = "skipped"
+                action = self.action(event.action)
+                action.status, action.finished_at = "skipped", at
             case ev.ActionFailed():
                 action = self.action(event.action)
                 action.status, action.error, action.attempts = "failed", event.error, event.attempts
+                action.finished_at = at
+                self.last_error = f"{event.action}: {event.error}"
             case ev.RequestFailed():
                 self.failure = event.error
+                self.last_error = f"{event.action}: {event.error}"
             case ev.FallbackStarted():
                 self.fallback_for = event.failed_action
-                if any(a.name == FALLBACK for a in self.actions):
-                    fallback = self.action(FALLBACK)
-                    fallback.status, fallback.error, fallback.attempts = "pending", None, 0
-                    fallback.key = fallback.url = None
-                    fallback.generation += 1
+                if self.has_action(FALLBACK):
+                    self.action(FALLBACK).reset()
                 else:
                     self.actions.append(ActionState(FALLBACK, "jira"))
             case ev.RequestRetried():
-                self.failure = None
-                self.fallback_for = None
+                self.failure = self.fallback_for = self.last_error = None
                 for name in event.actions:
-                    action = self.action(name)
-                    action.status, action.error, action.attempts = "pending", None, 0
-                    action.key = action.url = None
-                    action.generation += 1
+                    self.action(name).reset()
             case ev.RequestAborted():
                 self.aborted_reason = event.reason
+                self.last_error = f"aborted by {event.by}: {event.reason}"
             case ev.RequestEscalated():
                 self.escalations.append(
                     Escalation(event.level, event.reason, event.urgency, event.by, at)
                 )
             case _:
                 pass
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state as JSON, for a read model to fold on from without reading the stream."""
+        assert self.submitted is not None
+        data = asdict(self)
+        data["submitted"] = self.submitted.model_dump(mode="json")
+        return {"v": SNAPSHOT_VERSION, "state": data}
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> RequestState | None:
+        """The state a snapshot holds; None when it was written in another shape."""
+        if snapshot.get("v") != SNAPSHOT_VERSION:
+            return None
+        data = dict(snapshot["state"])
+        data["submitted"] = ev.RequestSubmitted.model_validate(data["submitted"])
+        data["actions"] = [ActionState(**a) for a in data["actions"]]
+        data["escalations"] = [Escalation(**e) for e in data["escalations"]]
+        return cls(**data)
 
 
 def fold(request_id: str, envelopes: list[EventEnvelope]) -> RequestState:
@@ -246,4 +283,110 @@ def decide_escalate(
         reason=reason,
         urgency=urgency,
         level=state.escalation_level + 1,
+        status=state.status,
     )
+
+
+def decide_next(state: RequestState) -> list[ev.RequestEvent]:
+    """What moves the request on now: dispatch the next action, or complete; nothing while an
+    action is under way or the request has ended."""
+    if not state.exists or state.status in TERMINAL:
+        return []
+    action = state.next_action()
+    if action is None:
+        return (
+            [ev.RequestCompleted(request_id=state.request_id, outputs=state.outputs)]
+            if state.all_done
+            else []
+        )
+    if action.status != "pending" or action.dispatched:
+        return []
+    return [
+        ev.ActionDispatched(
+            request_id=state.request_id,
+            action=action.name,
+            action_type=action.type,
+            generation=action.generation,
+        )
+    ]
+
+
+def _recorded(state: RequestState, report: ev.ActionReport) -> ev.RequestEvent | None:
+    """The request's record of a fulfilment report, or None when the report is stale: about a
+    generation that was reset, an action already finished, or a request that has ended (only a
+    ticket comment is still recorded then: it is how people on the ticket heard of the end)."""
+    if not state.exists or not state.has_action(report.action):
+        return None
+    action = state.action(report.action)
+    if report.generation != action.generation:
+        return None
+    request_id, name = state.request_id, report.action
+    if isinstance(report, ev.TicketCommented):
+        return ev.ManualTicketUpdated(
+            request_id=request_id,
+            action=name,
+            key=report.key,
+            comment=report.comment,
+            priority=report.priority,
+        )
+    if state.status in TERMINAL or action.status in (*_DONE, "failed"):
+        return None
+    match report:
+        case ev.ExecutionStarted():
+            return ev.ActionStarted(
+                request_id=request_id,
+                action=name,
+                action_type=report.action_type,
+                attempt=report.attempt,
+                spec=report.spec,
+            )
+        case ev.ManualTicketOpened():
+            return ev.ActionAwaitingManual(
+                request_id=request_id, action=name, system=report.system, key=report.key,
+                url=report.url,
+            )  # fmt: skip
+        case ev.ExecutionRetryScheduled():
+            return ev.ActionRetryScheduled(
+                request_id=request_id,
+                action=name,
+                attempt=report.attempt,
+                error=report.error,
+                next_attempt_at=report.next_attempt_at,
+            )
+        case ev.ExecutionSucceeded():
+            return ev.ActionSucceeded(request_id=request_id, action=name, outputs=report.outputs)
+        case ev.ExecutionSkipped():
+            return ev.ActionSkipped(request_id=request_id, action=name, reason=report.reason)
+        case ev.ExecutionFailed():
+            return ev.ActionFailed(
+                request_id=request_id, action=name, error=report.error, attempts=report.attempts
+            )
+    return None
+
+
+def decide_report(state: RequestState, report: ev.ActionReport) -> list[ev.RequestEvent]:
+    """What a fulfilment report means for the request: its record, then what follows from it
+    (the next action, completion, the manual fallback, or failure)."""
+    recorded = _recorded(state, report)
+    if recorded is None:
+        return []
+    decided: list[ev.RequestEvent] = [recorded]
+    after = state.copy()
+    now = datetime.now(UTC).isoformat()
+    after._apply(recorded, now)
+    if isinstance(recorded, ev.ActionFailed):
+        if recorded.action != FALLBACK and after.may_fall_back:
+            fallback = ev.FallbackStarted(
+                request_id=state.request_id, failed_action=recorded.action, error=recorded.error
+            )
+            after._apply(fallback, now)
+            decided += [fallback, *decide_next(after)]
+        else:
+            decided.append(
+                ev.RequestFailed(
+                    request_id=state.request_id, action=recorded.action, error=recorded.error
+                )
+            )
+    elif isinstance(recorded, ev.ActionSucceeded | ev.ActionSkipped):
+        decided += decide_next(after)
+    return decided

@@ -1,54 +1,57 @@
-"""The process manager: when the fulfilment reports, it decides whether the request has ended."""
+"""The process manager: moves each request on when something happens to it.
+
+It hears the request's own events that call for a next step (a submission, a retry) and every
+report fulfilment publishes about an action; for each, the aggregate decides, and what it decided
+is appended to the request's stream in the consumer's transaction (so once per event).
+"""
 
 from __future__ import annotations
 
-import asyncpg
+from functools import partial
 
 from pao.contracts import events as ev
-from pao.contracts.envelope import EventEnvelope
-from pao.request.aggregate import FALLBACK, TERMINAL, stream_of
+from pao.request.aggregate import RequestState, decide_next, decide_report, stream_of
 from pao.request.states import RequestStates
+from pao.shared.consumer import Delivery, Handlers
 
 CONSUMER = "pao-request-process"
-REACTS_TO = frozenset({"ActionSucceeded", "ActionSkipped", "ActionFailed"})
 
 
-async def on_action_event(
-    conn: asyncpg.Connection,
-    envelope: EventEnvelope,
-    *,
-    states: RequestStates,
+async def on_request_moved(
+    delivery: Delivery[ev.RequestSubmitted | ev.RequestRetried], *, states: RequestStates
 ) -> None:
-    """All actions done -> RequestCompleted; an action failed for good -> RequestFailed."""
-    if envelope.event_type not in REACTS_TO:
-        return
-    request_id = envelope.stream_id.removeprefix("request-")
-    state = await states.load(request_id, conn=conn)
-    if not state.exists or state.status in TERMINAL:
-        return
-    decided: ev.Event | None = None
-    if envelope.event_type == "ActionFailed":
-        failed = next((a for a in state.actions if a.status == "failed"), None)
-        if failed is not None and failed.name != FALLBACK and state.may_fall_back:
-            decided = ev.FallbackStarted(
-                request_id=request_id, failed_action=failed.name, error=failed.error or "failed"
-            )
-        elif failed is not None:
-            decided = ev.RequestFailed(
-                request_id=request_id, action=failed.name, error=failed.error or "failed"
-            )
-    elif state.all_done:
-        decided = ev.RequestCompleted(request_id=request_id, outputs=state.outputs)
-    if decided is not None:
+    """A submitted or retried request: dispatch its next action."""
+    state = await states.load(delivery.event.request_id, conn=delivery.conn)
+    await _append(delivery, states, state, decide_next(state))
+
+
+async def on_report(delivery: Delivery[ev.ActionReport], *, states: RequestStates) -> None:
+    """Fulfilment reported on an action: record it, and take the next step it allows."""
+    state = await states.load(delivery.event.request_id, conn=delivery.conn)
+    await _append(delivery, states, state, decide_report(state, delivery.event))
+
+
+async def _append(
+    delivery: Delivery,
+    states: RequestStates,
+    state: RequestState,
+    decided: list[ev.RequestEvent],
+) -> None:
+    if decided:
         await states.store.append(
-            stream_of(request_id),
-            [
-                decided.new(
-                    correlation_id=envelope.correlation_id,
-                    causation_id=str(envelope.event_id),
-                    actor="pao",
-                )
-            ],
+            stream_of(state.request_id),
+            [delivery.caused(event, actor="pao") for event in decided],
             state.version,
-            conn=conn,
+            conn=delivery.conn,
         )
+
+
+def handlers(states: RequestStates) -> Handlers:
+    """The process manager's handlers, by the event they handle."""
+    moved = partial(on_request_moved, states=states)
+    reported = partial(on_report, states=states)
+    return {
+        ev.RequestSubmitted: moved,
+        ev.RequestRetried: moved,
+        **dict.fromkeys(ev.FULFILLMENT_EVENTS.values(), reported),
+    }

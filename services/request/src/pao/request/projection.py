@@ -1,5 +1,9 @@
 """The request read models (`requests`, `request_actions`, `request_log`), kept by a projector.
 
+Rows are what the request aggregate's fold says: the projector keeps each request's state (its
+snapshot) beside the columns, folds new events through `RequestState.apply` and writes the
+columns from the result, so no second table of statuses exists.
+
 The projector follows the event store in its commit-safe order and applies each event together
 with its checkpoint in one transaction, so every event is applied exactly once. Rebuilding
 empties the tables and resets the checkpoint in one transaction; the projector then replays the
@@ -9,6 +13,8 @@ whole history and arrives at the same rows.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -16,8 +22,8 @@ import structlog
 
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
-from pao.request.aggregate import FALLBACK, TERMINAL, next_status
-from pao.shared.eventstore import Checkpoint, read_committed
+from pao.request.aggregate import RequestState, fold, stream_of
+from pao.shared.eventstore import Checkpoint, read_committed, read_stream
 from pao.shared.lifecycle import pause
 
 log = structlog.get_logger(__name__)
@@ -81,192 +87,123 @@ def describe(event: ev.Event) -> tuple[str, str]:
 
 def _log_data(event: ev.Event) -> dict[str, Any]:
     data = event.model_dump(mode="json")
-    data.pop("item", None)  # the pinned definition is on the request, not on every line
-    data.pop("spec", None)
+    data.pop("spec", None)  # the rendered spec is kept in the store, not on every log line
     return data
 
 
-def _fold_request(row: dict[str, Any], envelope: EventEnvelope, event: ev.Event) -> None:
-    """One event's effect on a `requests` row (as a dict)."""
-    at = envelope.occurred_at
-    old = row["status"]
-    row["status"] = next_status(old, envelope.event_type)
-    if row["status"] in TERMINAL:
-        if old not in TERMINAL:
-            row["finished_at"] = at
-    else:
-        row["finished_at"] = None
-    row["updated_at"], row["stream_version"] = at, envelope.stream_version
-    match event:
-        case ev.ActionFailed() | ev.RequestFailed():
-            row["last_error"] = f"{event.action}: {event.error}"
-        case ev.RequestRetried():
-            row["last_error"] = None
-        case ev.RequestAborted():
-            row["last_error"] = f"aborted by {event.by}: {event.reason}"
-        case ev.RequestEscalated():
-            row["escalation_level"] = event.level
-            row["escalations"].append(
-                {
-                    "level": event.level,
-                    "reason": event.reason,
-                    "urgency": event.urgency,
-                    "by": event.by,
-                    "at": at.isoformat(),
-                }
-            )
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
-def _fold_actions(
-    actions: dict[str, dict[str, Any]], envelope: EventEnvelope, event: ev.Event
-) -> set[str]:
-    """One event's effect on the request's `request_actions` rows; the names it changed."""
-    at = envelope.occurred_at
-    name = getattr(event, "action", None)
-    row = actions.get(name) if isinstance(name, str) else None
-    match event:
-        case ev.ActionStarted() if row:
-            row.update(
-                status="running",
-                attempts=event.attempt,
-                error=None,
-                finished_at=None,
-                started_at=row["started_at"] or at,
-            )
-        case ev.ActionAwaitingManual() if row:
-            row.update(status="awaiting_manual", external_key=event.key, external_url=event.url)
-        case ev.ActionRetryScheduled() if row:
-            row.update(status="retrying", error=event.error)
-        case ev.ActionSucceeded() if row:
-            row.update(status="succeeded", outputs=event.outputs, error=None, finished_at=at)
-        case ev.ActionSkipped() if row:
-            row.update(status="skipped", finished_at=at)
-        case ev.ActionFailed() if row:
-            row.update(status="failed", error=event.error, attempts=event.attempts, finished_at=at)
-        case ev.FallbackStarted():
-            fallback = actions.get(FALLBACK)
-            if fallback is None:
-                return set()
-            fallback.update(
-                status="pending",
-                error=None,
-                attempts=0,
-                finished_at=None,
-                external_key=None,
-                external_url=None,
-            )
-            return {FALLBACK}
-        case ev.RequestRetried():
-            for retried in event.actions:
-                if retried in actions:
-                    actions[retried].update(
-                        status="pending", error=None, attempts=0, finished_at=None
-                    )
-            return {a for a in event.actions if a in actions}
-        case _:
-            return set()
-    return {name} if row else set()
+#: Bookkeeping between the services, not news for the person following a request.
+_NOT_LOGGED = frozenset({"ActionDispatched"})
+
+_UPSERT_REQUEST = """
+INSERT INTO requests (request_id, item_id, item_version, item_name, owner_team, requester,
+    requester_teams, environment, status, escalation_level, created_at, updated_at, finished_at,
+    correlation_id, last_error, stream_version, inputs, details, state)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+ON CONFLICT (request_id) DO UPDATE SET status = EXCLUDED.status,
+    escalation_level = EXCLUDED.escalation_level, updated_at = EXCLUDED.updated_at,
+    finished_at = EXCLUDED.finished_at, last_error = EXCLUDED.last_error,
+    stream_version = EXCLUDED.stream_version, details = EXCLUDED.details, state = EXCLUDED.state
+"""
+
+_UPSERT_ACTION = """
+INSERT INTO request_actions (request_id, position, name, type, status, attempts, outputs, error,
+    started_at, finished_at, external_key, external_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (request_id, name) DO UPDATE SET status = EXCLUDED.status,
+    attempts = EXCLUDED.attempts, outputs = EXCLUDED.outputs, error = EXCLUDED.error,
+    started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+    external_key = EXCLUDED.external_key, external_url = EXCLUDED.external_url
+"""
 
 
-_ACTION_COLUMNS = (
-    "status",
-    "attempts",
-    "outputs",
-    "error",
-    "started_at",
-    "finished_at",
-    "external_key",
-    "external_url",
-)
+def _request_row(state: RequestState) -> tuple[Any, ...]:
+    submitted = state.submitted
+    assert submitted is not None
+    return (
+        state.request_id,
+        submitted.item_id,
+        submitted.item_version,
+        submitted.item_name,
+        submitted.owner_team,
+        submitted.requester.id,
+        submitted.requester.teams,
+        submitted.environment,
+        state.status,
+        state.escalation_level,
+        _time(state.submitted_at),
+        _time(state.updated_at),
+        _time(state.finished_at),
+        state.correlation_id,
+        state.last_error,
+        state.version,
+        submitted.resolved_inputs,
+        {
+            "requester": submitted.requester.model_dump(),
+            "escalations": [asdict(e) for e in state.escalations],
+        },
+        state.snapshot(),
+    )
+
+
+def _action_rows(state: RequestState) -> list[tuple[Any, ...]]:
+    return [
+        (
+            state.request_id,
+            position,
+            a.name,
+            a.type,
+            a.status,
+            a.attempts,
+            a.outputs,
+            a.error,
+            _time(a.started_at),
+            _time(a.finished_at),
+            a.key,
+            a.url,
+        )
+        for position, a in enumerate(state.actions)
+    ]
+
+
+async def _states(conn: asyncpg.Connection, ids: list[str]) -> dict[str, RequestState]:
+    """The states the read model holds for these requests (as of their last projected event)."""
+    states = {}
+    for row in await conn.fetch(
+        "SELECT request_id, state FROM requests WHERE request_id = ANY($1::text[])", ids
+    ):
+        state = RequestState.from_snapshot(row["state"]) if row["state"] else None
+        if state is None:  # a row written in another shape: fold the request again
+            state = fold(row["request_id"], await read_stream(conn, stream_of(row["request_id"])))
+        states[row["request_id"]] = state
+    return states
 
 
 async def apply_batch(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
-    """Apply events (in store order) to the read models with a few set-based statements: the
-    rows they touch are read once, folded here, and written back once."""
-    decoded = [
-        (e, ev.decode(e))
-        for e in envelopes
-        if e.category == "request" and e.event_type in ev.REQUEST_EVENTS
-    ]
-    if not decoded:
+    """Fold events (in store order) into the read models through the request aggregate: the
+    states they touch are read once, folded here, and written back with a few statements."""
+    ours = [e for e in envelopes if e.category == "request" and e.event_type in ev.REQUEST_EVENTS]
+    if not ours:
         return
-    submissions = [(e, d) for e, d in decoded if isinstance(d, ev.RequestSubmitted)]
-    if submissions:
-        await conn.executemany(
-            """INSERT INTO requests (request_id, item_id, item_version, item_name, owner_team,
-                   requester, requester_teams, environment, status, created_at, updated_at,
-                   correlation_id, stream_version, inputs, details)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9, $9, $10, $11, $12, $13)
-               ON CONFLICT (request_id) DO NOTHING""",
-            [
-                (
-                    d.request_id,
-                    d.item_id,
-                    d.item_version,
-                    d.item_name,
-                    d.owner_team,
-                    d.requester.id,
-                    d.requester.teams,
-                    d.environment,
-                    e.occurred_at,
-                    e.correlation_id,
-                    e.stream_version,
-                    d.resolved_inputs,
-                    {"requester": d.requester.model_dump(), "escalations": []},
-                )
-                for e, d in submissions
-            ],
-        )
-        await conn.executemany(
-            "INSERT INTO request_actions (request_id, position, name, type, status) "
-            "VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT DO NOTHING",
-            [
-                (d.request_id, position, a["name"], a["type"])
-                for _, d in submissions
-                for position, a in enumerate(d.item["fulfillment"]["actions"])
-            ],
-        )
-    fallbacks = [d.request_id for _, d in decoded if isinstance(d, ev.FallbackStarted)]
-    if fallbacks:
-        await conn.executemany(
-            """INSERT INTO request_actions (request_id, position, name, type, status)
-               SELECT $1, count(*), $2, 'jira', 'pending' FROM request_actions
-               WHERE request_id = $1 ON CONFLICT DO NOTHING""",
-            [(request_id, FALLBACK) for request_id in fallbacks],
-        )
-    ids = list({e.stream_id.removeprefix("request-") for e, _ in decoded})
-    rows = {
-        r["request_id"]: {**dict(r), "escalations": list(r["escalations"] or [])}
-        for r in await conn.fetch(
-            "SELECT request_id, status, updated_at, stream_version, finished_at, last_error, "
-            "escalation_level, details->'escalations' AS escalations FROM requests "
-            "WHERE request_id = ANY($1::text[])",
-            ids,
-        )
-    }
-    actions: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in await conn.fetch(
-        f"SELECT request_id, name, {', '.join(_ACTION_COLUMNS)} FROM request_actions "
-        "WHERE request_id = ANY($1::text[])",
-        ids,
-    ):
-        actions.setdefault(r["request_id"], {})[r["name"]] = dict(r)
-    changed_requests: set[str] = set()
-    changed_actions: set[tuple[str, str]] = set()
+    states = await _states(conn, list({e.stream_id.removeprefix("request-") for e in ours}))
+    changed: dict[str, RequestState] = {}
     logs = []
-    for envelope, event in decoded:
+    for envelope in ours:
         request_id = envelope.stream_id.removeprefix("request-")
-        row = rows.get(request_id)
-        if row is None:
-            continue  # a request whose submission this projection has not seen
-        if (
-            not isinstance(event, ev.RequestSubmitted)
-            and envelope.stream_version > row["stream_version"]
-        ):
-            _fold_request(row, envelope, event)
-            changed_requests.add(request_id)
-            for name in _fold_actions(actions.get(request_id, {}), envelope, event):
-                changed_actions.add((request_id, name))
+        state = states.get(request_id)
+        if state is None:
+            if envelope.event_type != "RequestSubmitted":
+                continue  # a request whose submission this projection has not seen
+            state = states[request_id] = RequestState(request_id)
+        if envelope.stream_version > state.version:
+            state.apply(envelope)
+            changed[request_id] = state
+        if envelope.event_type in _NOT_LOGGED:
+            continue
+        event = ev.decode(envelope)
         level, message = describe(event)
         logs.append(
             (
@@ -280,40 +217,17 @@ async def apply_batch(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) 
                 envelope.global_position,
             )
         )
-    if changed_requests:
+    if changed:
+        await conn.executemany(_UPSERT_REQUEST, [_request_row(s) for s in changed.values()])
         await conn.executemany(
-            """UPDATE requests SET status = $2, updated_at = $3, stream_version = $4,
-                   finished_at = $5, last_error = $6, escalation_level = $7,
-                   details = jsonb_set(details, '{escalations}', $8::jsonb)
-               WHERE request_id = $1""",
-            [
-                (
-                    i,
-                    rows[i]["status"],
-                    rows[i]["updated_at"],
-                    rows[i]["stream_version"],
-                    rows[i]["finished_at"],
-                    rows[i]["last_error"],
-                    rows[i]["escalation_level"],
-                    rows[i]["escalations"],
-                )
-                for i in changed_requests
-            ],
+            _UPSERT_ACTION, [row for s in changed.values() for row in _action_rows(s)]
         )
-    if changed_actions:
-        await conn.executemany(
-            """UPDATE request_actions SET status = $3, attempts = $4, outputs = $5, error = $6,
-                   started_at = $7, finished_at = $8, external_key = $9, external_url = $10
-               WHERE request_id = $1 AND name = $2""",
-            [(i, n, *(actions[i][n][c] for c in _ACTION_COLUMNS)) for i, n in changed_actions],
-        )
-    if logs:
-        await conn.executemany(
-            """INSERT INTO request_log (request_id, seq, at, level, event_type, message, data,
-                   global_position)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
-            logs,
-        )
+    await conn.executemany(
+        """INSERT INTO request_log (request_id, seq, at, level, event_type, message, data,
+               global_position)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
+        logs,
+    )
 
 
 class Projector:

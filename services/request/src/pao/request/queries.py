@@ -1,14 +1,24 @@
-"""Reading requests from the read models: what a caller may see, filtered, paged, sorted."""
+"""Reading requests from the read models: what a caller may see, filtered, paged, sorted.
+
+These are the request service's public queries; the gateway answers every read through them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from pao.request.aggregate import TERMINAL, stream_of
+
 STATUSES = ("submitted", "in_progress", "awaiting_manual", "completed", "failed", "aborted")
+#: Statuses after which nothing more happens to a request unless it is retried.
+ENDED = TERMINAL
+_PROJECTION_POLL = 0.02
 
 SORTS = {
     "created_at": "created_at ASC",
@@ -93,11 +103,34 @@ async def list_requests(
     return int(total), [_summary(r) for r in rows]
 
 
-async def get_request(pool: asyncpg.Pool, request_id: str) -> dict[str, Any] | None:
-    """A request with its inputs, actions and escalations; None if the projection lacks it."""
-    # One snapshot for both tables, so the request and its actions agree.
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        return await _get_request(conn, request_id)
+async def get_request(
+    pool: asyncpg.Pool, request_id: str, *, wait_seconds: float = 0.0
+) -> dict[str, Any] | None:
+    """A request with its inputs, actions and escalations; None if there is no such request.
+
+    The projection trails the store by milliseconds: a request that was submitted but is not
+    projected yet is waited for, up to `wait_seconds`, rather than answered as missing.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        # One snapshot for both tables, so the request and its actions agree.
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            found = await _get_request(conn, request_id)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        if not await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1)", stream_of(request_id)
+        ):
+            return None
+        await asyncio.sleep(_PROJECTION_POLL)
+
+
+async def current_status(pool: asyncpg.Pool, request_id: str) -> str | None:
+    """The request's status in the read model."""
+    return await pool.fetchval("SELECT status FROM requests WHERE request_id = $1", request_id)
 
 
 async def _get_request(pool: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:

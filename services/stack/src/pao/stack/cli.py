@@ -1,230 +1,37 @@
-"""`pao`: the operator's command. `pao up` runs the whole stack locally; `pao serve` one service."""
+"""`pao`: the operator's command. `pao serve` runs services (usually one per container),
+`pao migrate` and `pao projections rebuild` look after the database.
+
+Where the dev stack is installed (`pao-devstack`, never in production images), it adds
+`pao up`, the whole stack on embedded parts, through the `pao.commands` entry points.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import sys
 import time
-from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
 import structlog
 import typer
 
-from pao.contracts.topics import ALL_TOPICS
-from pao.devctl.profiles import Profile, save_profile
 from pao.shared.database import migrate
-from pao.shared.kafka import ensure_topics
-from pao.shared.keystore import KeyStore, KeyStoreError
 from pao.shared.logs import configure_logging
-from pao.shared.settings import Settings
-from pao.stack.broker import EmbeddedBroker
-from pao.stack.devkey import load_or_create_dev_key
-from pao.stack.jira import EmbeddedJira
-from pao.stack.postgres import EmbeddedPostgres
+from pao.stack.console import fail, load_keys, settings_with, stop_on_signals
 from pao.stack.runtime import MIGRATIONS, SERVICES, Running, run_services
 
 app = typer.Typer(
     name="pao",
-    help="Run PAO: the whole stack locally (`pao up`) or one service per container (`pao serve`).",
+    help="Run PAO: services one per container (`pao serve`), or the whole stack locally "
+    "(`pao up`, with the dev stack installed).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 log = structlog.get_logger("pao.stack")
-
-PROFILE_NAME = "local"
-
-
-def _settings(**overrides: object) -> Settings:
-    settings = Settings()
-    values = {k: v for k, v in overrides.items() if v is not None}
-    return settings.model_copy(update=values) if values else settings
-
-
-def _load_keys(settings: Settings) -> KeyStore:
-    if settings.keys_file is None:
-        return KeyStore()
-    try:
-        return KeyStore.from_file(settings.keys_file)
-    except KeyStoreError as exc:
-        _fail(str(exc))
-        raise
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(1)
-
-
-async def _wait_for_signal(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-
-@app.command()
-def up(
-    port: Annotated[
-        int | None,
-        typer.Option(help="Gateway HTTP port.", envvar="PAO_HTTP_PORT", show_default="8080"),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Where local state lives.", envvar="PAO_DATA_DIR", show_default=".pao"),
-    ] = None,
-    host: Annotated[
-        str | None, typer.Option(help="Gateway bind address.", show_default="127.0.0.1")
-    ] = None,
-) -> None:
-    """Start the whole stack: PostgreSQL, broker, gateway, relay and services; Ctrl-C stops it."""
-    settings = _settings(http_port=port, data_dir=data_dir, http_host=host)
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        asyncio.run(_up(settings))
-    except KeyboardInterrupt:
-        pass
-
-
-async def _up(settings: Settings) -> None:
-    started_at = time.monotonic()
-    stop = asyncio.Event()
-    await _wait_for_signal(stop)
-    data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stack_file = data_dir / "stack.json"
-    postgres: EmbeddedPostgres | None = None
-    broker: EmbeddedBroker | None = None
-    jira: EmbeddedJira | None = None
-    components: dict[str, dict[str, object]] = {}
-    try:
-        if settings.database_url:
-            database_url = settings.database_url
-            components["database"] = {"address": database_url, "embedded": False}
-        else:
-            _say("starting PostgreSQL (embedded) ...")
-            postgres = EmbeddedPostgres(data_dir / "postgres")
-            database_url = await postgres.start()
-            components["database"] = {
-                "address": database_url,
-                "embedded": True,
-                "pid": postgres.pid,
-            }
-        if settings.jira_url:
-            components["jira"] = {"address": settings.jira_url, "embedded": False}
-        else:
-            _say("starting JIRA (jira820, embedded) ...")
-            jira = EmbeddedJira(data_dir, persist=data_dir / "jira.json")
-            jira_url = await jira.start()
-            components["jira"] = {"address": jira_url, "embedded": True, "pid": jira.pid}
-            # A local JIRA is driven by hand: look at its issues often.
-            settings = settings.model_copy(
-                update={
-                    "jira_url": jira_url,
-                    "jira_poll_seconds": settings.jira_poll_seconds or 3.0,
-                }
-            )
-        if settings.kafka_bootstrap:
-            bootstrap = settings.kafka_bootstrap
-            components["kafka"] = {"address": bootstrap, "embedded": False}
-        else:
-            _say("starting Kafka-compatible broker (tansu, embedded) ...")
-            broker = EmbeddedBroker(data_dir)
-            bootstrap = await broker.start()
-            components["kafka"] = {"address": bootstrap, "embedded": True, "pid": broker.pid}
-        settings = settings.model_copy(
-            update={
-                "database_url": database_url,
-                "kafka_bootstrap": bootstrap,
-                # tansu has no idempotent producer
-                "kafka_enable_idempotence": settings.kafka_enable_idempotence and broker is None,
-            }
-        )
-        if stop.is_set():
-            return
-        applied = await migrate(database_url, MIGRATIONS)
-        if applied:
-            _say(f"applied {len(applied)} migration(s)")
-        await ensure_topics(settings, ALL_TOPICS)
-        keys = _load_keys(settings)
-        dev_key = load_or_create_dev_key(data_dir)
-        keys.add(dev_key)
-
-        async def started(running: Running) -> None:
-            assert running.gateway_url
-            gateway = running.gateway_url
-            profile_path = save_profile(
-                PROFILE_NAME,
-                Profile(
-                    endpoint=gateway,
-                    region=settings.region,
-                    access_key_id=dev_key.access_key_id,
-                    secret_access_key=dev_key.secret_access_key.get_secret_value(),
-                ),
-                make_default=False,
-            )
-            stack = {
-                "gateway": gateway,
-                "database": database_url,
-                "kafka": bootstrap,
-                "jira": settings.jira_url,
-                "profile": PROFILE_NAME,
-                "profile_file": str(profile_path),
-                "pid": os.getpid(),
-                "started_at": datetime.now(UTC).isoformat(),
-                "services": running.services,
-                "components": {**components, "gateway": {"address": gateway, "pid": os.getpid()}},
-            }
-            tmp = stack_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(stack, indent=2) + "\n", encoding="utf-8")
-            tmp.replace(stack_file)
-            _banner(stack, time.monotonic() - started_at, data_dir)
-
-        await run_services(
-            settings,
-            SERVICES,
-            stop,
-            keys=keys,
-            relay_from_start=broker is not None,
-            on_started=started,
-        )
-    finally:
-        _say("stopping ...")
-        with contextlib.suppress(FileNotFoundError):
-            stack_file.unlink()
-        if jira is not None:
-            await jira.stop()
-        if broker is not None:
-            await broker.stop()
-        if postgres is not None:
-            await postgres.stop()
-        _say("stopped")
-
-
-def _say(message: str) -> None:
-    typer.echo(f"pao: {message}", err=True)
-
-
-def _banner(stack: dict[str, object], seconds: float, data_dir: Path) -> None:
-    lines = [
-        f"PAO is up in {seconds:.1f} s",
-        f"  gateway   {stack['gateway']}",
-        f"  database  {stack['database']}",
-        f"  kafka     {stack['kafka']}",
-        f"  jira      {stack['jira']}",
-        f"  services  {', '.join(stack['services'])}",  # type: ignore[arg-type]
-        f"  state     {data_dir} (stack.json lists every address)",
-        f"  devctl    profile '{stack['profile']}' in {stack['profile_file']}",
-        "",
-        f"  try: devctl --profile {stack['profile']} health ready",
-        "  Ctrl-C stops everything.",
-    ]
-    typer.echo("\n".join(lines), err=True)
 
 
 @app.command()
@@ -242,16 +49,16 @@ def serve(
     """Run services against PAO_DATABASE_URL and PAO_KAFKA_BOOTSTRAP (usually one per container)."""
     unknown = [s for s in services if s not in SERVICES]
     if unknown:
-        _fail(f"unknown service(s) {', '.join(unknown)}; choose from: {', '.join(SERVICES)}")
-    settings = _settings(http_port=port, http_host=host)
+        fail(f"unknown service(s) {', '.join(unknown)}; choose from: {', '.join(SERVICES)}")
+    settings = settings_with(http_port=port, http_host=host)
     configure_logging(settings.log_level, settings.log_format)
     if not settings.database_url or not settings.kafka_bootstrap:
-        _fail("set PAO_DATABASE_URL and PAO_KAFKA_BOOTSTRAP (or use `pao up` for a local stack)")
-    keys = _load_keys(settings)
+        fail("set PAO_DATABASE_URL and PAO_KAFKA_BOOTSTRAP (or use `pao up` for a local stack)")
+    keys = load_keys(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
-        await _wait_for_signal(stop)
+        await stop_on_signals(stop)
 
         async def started(running: Running) -> None:
             log.info("services started", services=running.services, gateway=running.gateway_url)
@@ -264,10 +71,10 @@ def serve(
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Apply pending database migrations to PAO_DATABASE_URL."""
-    settings = _settings()
+    settings = settings_with()
     configure_logging(settings.log_level, settings.log_format)
     if not settings.database_url:
-        _fail("set PAO_DATABASE_URL")
+        fail("set PAO_DATABASE_URL")
     assert settings.database_url
     applied = asyncio.run(migrate(settings.database_url, MIGRATIONS))
     typer.echo(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m}" for m in applied))
@@ -289,7 +96,7 @@ def projections_rebuild(
     ] = None,
 ) -> None:
     """Empty the request read models and replay every event from position 0."""
-    settings = _settings(data_dir=data_dir)
+    settings = settings_with(data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_format)
     stack_file = settings.data_dir / "stack.json"
     if not settings.database_url and stack_file.exists():
@@ -297,16 +104,16 @@ def projections_rebuild(
             update={"database_url": json.loads(stack_file.read_text())["database"]}
         )
     if not settings.database_url:
-        _fail("set PAO_DATABASE_URL (or run it beside a running `pao up`)")
+        fail("set PAO_DATABASE_URL (or run it beside a running `pao up`)")
     assert settings.database_url
-    from pao.request.projection import rebuild
+    from pao.request.bootstrap import rebuild_read_models
 
     async def run() -> int:
         from pao.shared.database import create_pool
 
         pool = await create_pool(settings.database_url or "", min_size=1, max_size=2)
         try:
-            return await rebuild(pool)
+            return await rebuild_read_models(pool)
         finally:
             await pool.close()
 
@@ -316,6 +123,10 @@ def projections_rebuild(
         f"rebuilt the request read models from {applied} event(s) in "
         f"{time.monotonic() - started:.1f} s"
     )
+
+
+for command in entry_points(group="pao.commands"):
+    app.command(command.name)(command.load())
 
 
 def main() -> None:

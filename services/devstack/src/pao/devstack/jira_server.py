@@ -1,6 +1,6 @@
 """A Jira Data Center REST v2 server for `pao up` and tests, built on the jira820 package.
 
-Run as `python -m pao.stack.jira_server --host 127.0.0.1 --port N [--projects PLAT,DBA]
+Run as `python -m pao.devstack.jira_server --host 127.0.0.1 --port N [--projects PLAT,DBA]
 [--persist FILE]`.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import uvicorn
 from jira820 import Config, Store, make_app
 
-from pao.stack.jira import DEFAULT_PROJECTS
+from pao.devstack.jira import DEFAULT_PROJECTS
 
 #: The project jira820 seeds its sample issues into, kept apart from the projects PAO files into.
 SAMPLE_PROJECT = "PAOSAMPLE"
@@ -55,7 +55,7 @@ def build_config(*, host: str, port: int, persist: str | None) -> Config:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pao.stack.jira_server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pao.devstack.jira_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(

@@ -15,8 +15,8 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from pao.stack.ports import free_port
-from pao.stack.processes import ChildProcess, as_user
+from pao.devstack.ports import free_port
+from pao.devstack.processes import ChildProcess, as_user
 
 #: PostgreSQL refuses to run as root; as root, the server runs as this system user.
 SYSTEM_USER = "pao-postgres"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from pao.stack.ports import free_port
-from pao.stack.processes import ChildProcess
+from pao.devstack.ports import free_port
+from pao.devstack.processes import ChildProcess
 
 #: Projects the catalog's manual actions file tickets into.
 DEFAULT_PROJECTS: tuple[str, ...] = ("PLAT", "DBA", "SEC", "DATA", "OPS")
@@ -33,7 +33,7 @@ class EmbeddedJira:
         argv = [
             sys.executable,
             "-m",
-            "pao.stack.jira_server",
+            "pao.devstack.jira_server",
             "--host",
             "127.0.0.1",
             "--port",

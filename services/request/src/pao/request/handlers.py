@@ -1,4 +1,5 @@
-"""Command handlers: load the request, let the aggregate decide, append what it decided."""
+"""The request service's command handlers: load the request, let the aggregate decide, append
+what it decided. The gateway calls these; they are the service's public write side."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ _ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
+class Ownership:
+    """Whose a request is: what an authorisation check needs to know about it."""
+
+    request_id: str
+    requester: str
+    owner_team: str
+
+
+Authorize = Callable[[Ownership], None]
+
+
+@dataclass(frozen=True)
 class Submitted:
     """The outcome of a submit: the request, and whether this call created it."""
 
@@ -50,7 +63,8 @@ async def earlier_submit(cmd: SubmitRequest, *, store: EventStore) -> Submitted 
     if not cmd.idempotency_key:
         return None
     row = await store.pool.fetchrow(
-        "SELECT body_hash, request_id FROM submit_idempotency WHERE requester = $1 AND key = $2",
+        "SELECT body_hash, request_id, item_id, item_version FROM submit_idempotency "
+        "WHERE requester = $1 AND key = $2",
         cmd.requester.id,
         cmd.idempotency_key,
     )
@@ -58,17 +72,14 @@ async def earlier_submit(cmd: SubmitRequest, *, store: EventStore) -> Submitted 
         return None
     if row["body_hash"] != _body_hash(cmd):
         raise _key_reused(cmd.idempotency_key, row["request_id"])
-    state = await load_request(store, row["request_id"])
-    assert state.submitted is not None
-    return Submitted(
-        state.request_id, state.submitted.item_id, state.submitted.item_version, created=False
-    )
+    return Submitted(row["request_id"], row["item_id"], row["item_version"], created=False)
 
 
 # The key's row and the request's first event are written by one statement.
 _CLAIM_KEY = (
-    "INSERT INTO submit_idempotency (requester, key, body_hash, request_id) "
-    "VALUES ($10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING request_id"
+    "INSERT INTO submit_idempotency (requester, key, body_hash, request_id, item_id, "
+    "item_version) VALUES ($10, $11, $12, $13, $14, $15) "
+    "ON CONFLICT DO NOTHING RETURNING request_id"
 )
 
 
@@ -123,6 +134,7 @@ async def submit_request(
     *,
     store: EventStore,
     item: dict[str, Any],
+    item_hash: str,
     default_environment: str,
     correlation_id: str | None,
     system: dict[str, Any] | None = None,
@@ -137,16 +149,18 @@ async def submit_request(
         environments=environments,
         default_environment=default_environment,
     )
-    metadata = item["metadata"]
+    metadata, fulfillment = item["metadata"], item["fulfillment"]
     resolved = apply_defaults(item["form"]["schema"], cmd.inputs)
     request_id = str(uuid.uuid4())
     event = ev.RequestSubmitted(
         request_id=request_id,
         item_id=metadata["id"],
         item_version=metadata["version"],
+        item_hash=item_hash,
         item_name=metadata["name"],
         owner_team=metadata["owner"],
-        item=item,
+        actions=[ev.PlannedAction(name=a["name"], type=a["type"]) for a in fulfillment["actions"]],
+        manual_fallback=(fulfillment.get("fallback") or {}).get("strategy") == "manual",
         inputs=cmd.inputs,
         resolved_inputs=resolved,
         environment=str(resolved.get("environment") or default_environment),
@@ -161,7 +175,14 @@ async def submit_request(
             stream_of(request_id),
             new,
             claim=_CLAIM_KEY,
-            claim_args=(cmd.requester.id, cmd.idempotency_key, _body_hash(cmd), request_id),
+            claim_args=(
+                cmd.requester.id,
+                cmd.idempotency_key,
+                _body_hash(cmd),
+                request_id,
+                metadata["id"],
+                metadata["version"],
+            ),
         )
         is None
     ):
@@ -173,7 +194,7 @@ async def submit_request(
 
 
 async def load_request(store: EventStore, request_id: str) -> RequestState:
-    """The request's state, or 404."""
+    """The request's state from its stream (the write side), or 404."""
     state = fold(request_id, await store.read_stream(stream_of(request_id)))
     if not state.exists:
         raise PaoError(
@@ -189,13 +210,14 @@ async def _decide_and_append(
     request_id: str,
     decide: Callable[[RequestState], ev.Event],
     *,
-    authorize: Callable[[RequestState], None],
+    authorize: Authorize,
     correlation_id: str | None,
     actor: str,
 ) -> tuple[RequestState, ev.Event]:
     for _ in range(_ATTEMPTS):
         state = await load_request(store, request_id)
-        authorize(state)
+        assert state.submitted is not None
+        authorize(Ownership(request_id, state.submitted.requester.id, state.submitted.owner_team))
         try:
             event = decide(state)
         except CommandRejected as exc:
@@ -220,7 +242,7 @@ async def retry_request(
     cmd: RetryRequest,
     *,
     store: EventStore,
-    authorize: Callable[[RequestState], None],
+    authorize: Authorize,
     correlation_id: str | None,
 ) -> ev.RequestRetried:
     """Re-run the failed actions of a failed request."""
@@ -240,7 +262,7 @@ async def abort_request(
     cmd: AbortRequest,
     *,
     store: EventStore,
-    authorize: Callable[[RequestState], None],
+    authorize: Authorize,
     correlation_id: str | None,
 ) -> ev.RequestAborted:
     """Stop a request that has not ended."""
@@ -260,7 +282,7 @@ async def escalate_request(
     cmd: EscalateRequest,
     *,
     store: EventStore,
-    authorize: Callable[[RequestState], None],
+    authorize: Authorize,
     correlation_id: str | None,
 ) -> ev.RequestEscalated:
     """Escalate a request one level."""

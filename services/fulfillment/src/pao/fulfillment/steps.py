@@ -1,0 +1,351 @@
+"""The fulfilment jobs, one handler each: execute an action, poll its ticket, write to a ticket.
+
+Each handler ends in one transaction that records what happened (a report on the request's
+fulfilment stream) together with what the job queue does next (finish, retry later, poll), so a
+worker killed at any instant leaves either the step undone, to be run again, or all of it done.
+A step run again finds what an earlier run left: a run already started is not started twice,
+and an executor looks up its side effect (a ticket by label, an idempotency key) before acting.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from pao.contracts import events as ev
+from pao.contracts.events import FALLBACK
+from pao.fulfillment import jobs, ledger
+from pao.fulfillment.breakers import Breakers, Parked
+from pao.fulfillment.context import real_secrets, run_context, secrets_used
+from pao.fulfillment.definitions import Definitions
+from pao.fulfillment.executors import (
+    DEFAULT_REJECTED,
+    ActionError,
+    Executor,
+    JiraExecutor,
+    RunKey,
+    TicketOpen,
+)
+from pao.shared.eventstore import EventStore
+from pao.shared.secrets import SecretNotFound, SecretProvider
+from pao.spec.rendering import RenderError, render_value
+
+log = structlog.get_logger(__name__)
+
+#: How long an execution waits for the catalog event carrying its item's definition.
+DEFINITION_PATIENCE = timedelta(minutes=10)
+_COMMENT_ATTEMPTS = 10
+_NOT_TO_EXECUTE = ledger.FINISHED | {"awaiting_manual"}
+
+
+@dataclass
+class Parts:
+    """What the job handlers need, wired once by the service's bootstrap."""
+
+    pool: asyncpg.Pool
+    store: EventStore
+    definitions: Definitions
+    executors: dict[str, Executor]
+    #: the executor that follows and writes to tickets; None without a JIRA
+    manual: JiraExecutor | None
+    breakers: Breakers
+    secrets: SecretProvider
+    system: dict[str, Any]
+    environments: dict[str, dict[str, Any]]
+    poll_seconds: float | None = None
+    default_poll_seconds: float = 60.0
+
+
+Then = Callable[[asyncpg.Connection, ledger.Fulfillment], Awaitable[None]]
+
+
+def backoff(attempt: int, policy: dict[str, Any]) -> float:
+    """Seconds before `attempt + 1`: exponential from the policy's initial value, with jitter."""
+    initial = float(policy.get("initial_backoff_seconds", 2))
+    ceiling = float(policy.get("max_backoff_seconds", 300))
+    return min(ceiling, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def action_definition(item: dict[str, Any], name: str) -> dict[str, Any]:
+    """An action of the item; the fallback is the manual ticket that stands in for a failure."""
+    if name == FALLBACK:
+        return {"name": FALLBACK, "type": "jira", "jira": item["fulfillment"]["fallback"]["jira"]}
+    return next(a for a in item["fulfillment"]["actions"] if a["name"] == name)
+
+
+def finish(job: jobs.Job, error: str | None = None) -> Then:
+    async def then(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
+        await jobs.finish(conn, job, error=error)
+
+    return then
+
+
+async def settle(parts: Parts, job: jobs.Job, report: ev.ActionReport, then: Then) -> None:
+    """Record `report` and, in the same transaction, what the job queue does next."""
+
+    async def step(conn: asyncpg.Connection, fulfillment: ledger.Fulfillment) -> None:
+        await ledger.record(conn, parts.store, fulfillment, report)
+        await then(conn, fulfillment)
+
+    await ledger.write(parts.pool, parts.store, job.request_id, step)
+
+
+def _about(job: jobs.Job) -> dict[str, Any]:
+    return {"request_id": job.request_id, "action": job.action, "generation": job.generation}
+
+
+async def _current_run(parts: Parts, job: jobs.Job) -> tuple[ledger.Fulfillment, ledger.Run] | None:
+    fulfillment = await ledger.load(parts.pool, job.request_id)
+    run = fulfillment.runs.get(job.action) if fulfillment else None
+    if fulfillment is None or run is None or run.generation != job.generation:
+        return None
+    return fulfillment, run
+
+
+async def park(parts: Parts, job: jobs.Job, parked: Parked) -> None:
+    """The system is out: run the job again once its breaker may let a call through."""
+    log.warning("system unavailable; work parked", system=parked.system, retry_in=parked.wait)
+    await jobs.reschedule(parts.pool, job, delay=parked.wait, error=str(parked))
+
+
+async def execute(parts: Parts, job: jobs.Job) -> None:
+    """Render the action's spec and run it once: started, then finished, failed, retried later,
+    or waiting on a ticket."""
+    current = await _current_run(parts, job)
+    if current is None or current[0].aborted or current[1].status in _NOT_TO_EXECUTE:
+        await jobs.finish(parts.pool, job)  # stale or done already: a duplicate job
+        return
+    fulfillment, run = current
+    item = await parts.definitions.get(fulfillment.item_hash)
+    if item is None:
+        await _wait_for_definition(parts, job, fulfillment.item_hash)
+        return
+    definition = action_definition(item, job.action)
+    kind = definition["type"]
+    names = secrets_used(definition[kind]) | secrets_used(definition.get("when", ""))
+    context = run_context(fulfillment, item, system=parts.system, environments=parts.environments)
+    try:
+        if "when" in definition and not render_value(definition["when"], context, "when"):
+            skipped = ev.ExecutionSkipped(**_about(job), reason="its condition is false")
+            await settle(parts, job, skipped, finish(job))
+            return
+        shown = render_value(definition[kind], context, f"/{kind}")
+        spec = shown
+        if names:
+            secrets = await real_secrets(item, names, parts.secrets)
+            real = run_context(
+                fulfillment,
+                item,
+                system=parts.system,
+                environments=parts.environments,
+                secrets=secrets,
+            )
+            spec = render_value(definition[kind], real, f"/{kind}")
+    except (RenderError, SecretNotFound) as exc:
+        failed = ev.ExecutionFailed(**_about(job), error=str(exc), attempts=job.attempt)
+        await settle(parts, job, failed, finish(job, str(exc)))
+        return
+    if run.status != "running" or run.attempt != job.attempt:
+        started = ev.ExecutionStarted(
+            **_about(job), action_type=kind, attempt=job.attempt, spec=shown
+        )
+        await settle(parts, job, started, _nothing)
+    executor = parts.executors[kind]
+    key = RunKey(job.request_id, job.action, job.generation, fulfillment.correlation_id)
+    try:
+        async with parts.breakers.guard(executor.system_of(spec)):
+            outcome = await executor.run(spec, key)
+    except Parked as parked:
+        await park(parts, job, parked)
+    except ActionError as exc:
+        await _failed_attempt(parts, job, definition, exc)
+    else:
+        if isinstance(outcome, TicketOpen):
+            await _ticket_opened(parts, job, definition, outcome)
+        else:
+            done = ev.ExecutionSucceeded(**_about(job), outputs=outcome.outputs)
+            await settle(parts, job, done, finish(job))
+
+
+async def _nothing(conn: asyncpg.Connection, fulfillment: ledger.Fulfillment) -> None:
+    return None
+
+
+async def _wait_for_definition(parts: Parts, job: jobs.Job, item_hash: str) -> None:
+    if datetime.now(UTC) - job.created_at > DEFINITION_PATIENCE:
+        error = f"the catalog never published the pinned item definition {item_hash}"
+        failed = ev.ExecutionFailed(**_about(job), error=error, attempts=job.attempt)
+        await settle(parts, job, failed, finish(job, error))
+        return
+    log.info("waiting for the item definition", item_hash=item_hash)
+    await jobs.reschedule(parts.pool, job, delay=1.0, error=f"waiting for {item_hash}")
+
+
+async def _ticket_opened(
+    parts: Parts, job: jobs.Job, definition: dict[str, Any], ticket: TicketOpen
+) -> None:
+    """Record the ticket and schedule its first poll; an abort that came meanwhile gets its
+    comment on the ticket instead."""
+
+    async def follow(conn: asyncpg.Connection, fulfillment: ledger.Fulfillment) -> None:
+        if fulfillment.aborted:
+            await jobs.schedule(
+                conn,
+                request_id=job.request_id,
+                action=job.action,
+                generation=job.generation,
+                kind="comment",
+                dedupe_key=f"comment:aborted:{job.request_id}:{job.action}:{ticket.key}",
+                payload={
+                    "key": ticket.key,
+                    "comment": f"PAO request {job.request_id} was aborted while this issue was "
+                    "being opened. No further work is needed on this issue.",
+                },
+            )
+        else:
+            await jobs.schedule(
+                conn,
+                request_id=job.request_id,
+                action=job.action,
+                generation=job.generation,
+                kind="poll",
+                dedupe_key=f"poll:{job.request_id}:{job.action}:{ticket.key}",
+                payload={"key": ticket.key, "since": datetime.now(UTC).isoformat()},
+                delay=poll_interval(parts, definition),
+            )
+        await jobs.finish(conn, job)
+
+    opened = ev.ManualTicketOpened(**_about(job), system="jira", key=ticket.key, url=ticket.url)
+    await settle(parts, job, opened, follow)
+
+
+async def _failed_attempt(
+    parts: Parts, job: jobs.Job, definition: dict[str, Any], exc: ActionError
+) -> None:
+    policy = definition.get("retry") or {}
+    if exc.transient and job.attempt < int(policy.get("max_attempts", 3)):
+        delay = max(exc.retry_after or 0.0, backoff(job.attempt, policy))
+        at = datetime.now(UTC) + timedelta(seconds=delay)
+
+        async def again(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
+            await jobs.reschedule(
+                conn, job, delay=delay, attempt=job.attempt + 1, error=exc.message
+            )
+
+        retry = ev.ExecutionRetryScheduled(
+            **_about(job), attempt=job.attempt, error=exc.message, next_attempt_at=at.isoformat()
+        )
+        await settle(parts, job, retry, again)
+        return
+    failed = ev.ExecutionFailed(**_about(job), error=exc.message, attempts=job.attempt)
+    await settle(parts, job, failed, finish(job, exc.message))
+
+
+def poll_interval(parts: Parts, definition: dict[str, Any]) -> float:
+    """How often a ticket is read: the setting, else the action's, else the default."""
+    if parts.poll_seconds is not None:
+        return parts.poll_seconds
+    spec = definition.get("jira") or {}
+    return float(spec.get("poll_interval_seconds") or parts.default_poll_seconds)
+
+
+async def poll(parts: Parts, job: jobs.Job) -> None:
+    """Read the run's ticket: done, rejected, timed out, or read again later."""
+    current = await _current_run(parts, job)
+    if current is None or current[1].status != "awaiting_manual":
+        await jobs.finish(parts.pool, job)
+        return
+    fulfillment, _ = current
+    key = job.payload["key"]
+    if parts.manual is None:
+        error = f"no JIRA is configured (PAO_JIRA_URL) to follow {key}"
+        failed = ev.ExecutionFailed(**_about(job), error=error, attempts=job.attempt)
+        await settle(parts, job, failed, finish(job, error))
+        return
+    item = await parts.definitions.get(fulfillment.item_hash)
+    if item is None:
+        await _wait_for_definition(parts, job, fulfillment.item_hash)
+        return
+    definition = action_definition(item, job.action)
+    try:
+        async with parts.breakers.guard("jira"):
+            issue = await parts.manual.read(key)
+    except Parked as parked:
+        await park(parts, job, parked)
+        return
+    except ActionError as exc:
+        if exc.transient:
+            await jobs.reschedule(
+                parts.pool, job, delay=poll_interval(parts, definition), error=exc.message
+            )
+        else:
+            failed = ev.ExecutionFailed(**_about(job), error=exc.message, attempts=job.attempt)
+            await settle(parts, job, failed, finish(job, exc.message))
+        return
+    rejected = (definition.get("jira") or {}).get("rejected_statuses") or DEFAULT_REJECTED
+    error = None
+    if issue.status in rejected:
+        error = f"{key} was closed as {issue.status}"
+    elif issue.status_category == "done":
+        outputs = {"key": issue.key, "url": issue.url, "id": issue.id, "status": issue.status}
+        done = ev.ExecutionSucceeded(**_about(job), outputs=outputs)
+        await settle(parts, job, done, finish(job))
+        return
+    elif _timed_out(job, definition):
+        error = f"{key} was not done within {definition['timeout_seconds']} seconds"
+    if error is None:
+        await jobs.reschedule(parts.pool, job, delay=poll_interval(parts, definition))
+        return
+    failed = ev.ExecutionFailed(**_about(job), error=error, attempts=job.attempt)
+    await settle(parts, job, failed, finish(job, error))
+
+
+def _timed_out(job: jobs.Job, definition: dict[str, Any]) -> bool:
+    limit = definition.get("timeout_seconds")
+    if not limit:
+        return False
+    since = datetime.fromisoformat(job.payload["since"])
+    return datetime.now(UTC) - since > timedelta(seconds=limit)
+
+
+async def comment(parts: Parts, job: jobs.Job) -> None:
+    """Write a comment (and a new priority) to a ticket, then record that it was written."""
+    if parts.manual is None:
+        await jobs.finish(parts.pool, job, error="no JIRA configured")
+        return
+    key, text = job.payload["key"], job.payload["comment"]
+    priority = job.payload.get("priority")
+    try:
+        async with parts.breakers.guard("jira"):
+            await parts.manual.update(key, comment=text, priority=priority)
+    except Parked as parked:
+        await park(parts, job, parked)
+        return
+    except ActionError as exc:
+        if exc.transient and job.attempt < _COMMENT_ATTEMPTS:
+            await jobs.reschedule(
+                parts.pool,
+                job,
+                delay=backoff(job.attempt, {}),
+                attempt=job.attempt + 1,
+                error=exc.message,
+            )
+        else:
+            await jobs.finish(parts.pool, job, error=exc.message)
+        return
+    written = ev.TicketCommented(**_about(job), key=key, comment=text, priority=priority)
+    await settle(parts, job, written, finish(job))
+
+
+#: The handler of each kind of job.
+STEPS: dict[str, Callable[[Parts, jobs.Job], Awaitable[None]]] = {
+    "execute": execute,
+    "poll": poll,
+    "comment": comment,
+}

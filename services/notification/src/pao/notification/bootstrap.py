@@ -1,0 +1,24 @@
+"""Wiring the notification service: request events -> notices in the outbox -> channels."""
+
+from __future__ import annotations
+
+from pao.notification import MIGRATIONS, requests
+from pao.notification.channels import build_channels
+from pao.notification.outbox import OutboxSender
+from pao.notification.routing import load_routing
+from pao.shared.runtime import Scope
+
+__all__ = ["MIGRATIONS", "start"]
+
+
+async def start(scope: Scope) -> None:
+    """The consumer that plans notices, and the sender that delivers them."""
+    settings = scope.settings
+    routing = load_routing(settings.notifications_file)
+    notifier = requests.Notifier(
+        routing,
+        gateway_url=settings.public_url or f"http://{settings.http_host}:{settings.http_port}",
+    )
+    await scope.consume(requests.CONSUMER, requests.handlers(notifier))
+    channels = build_channels(routing, await scope.session())
+    scope.spawn("notification-sender", OutboxSender(scope.pool, channels).run(scope.stop))
