@@ -17,13 +17,14 @@ from pao.stack.runtime import MIGRATIONS
 
 
 @contextlib.asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """A database with every service's tables, on PAO_DATABASE_URL's server or an embedded one."""
+async def fresh_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """A database with every service's tables (empty with `migrated=False`), on
+    PAO_DATABASE_URL's server or an embedded one."""
     server = os.environ.get("PAO_DATABASE_URL")
     embedded = None
     tmp = None
     if not server:
-        from pao.stack.postgres import EmbeddedPostgres
+        from pao.devstack.postgres import EmbeddedPostgres
 
         tmp = tempfile.TemporaryDirectory(prefix="pao-bench-")
         embedded = EmbeddedPostgres(Path(tmp.name) / "pg")
@@ -34,7 +35,8 @@ async def fresh_database() -> AsyncIterator[str]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     dsn = server.rpartition("/")[0] + f"/{name}"
     try:
-        await migrate(dsn, MIGRATIONS)
+        if migrated:
+            await migrate(dsn, MIGRATIONS)
         yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -52,7 +54,7 @@ async def broker() -> AsyncIterator[str]:
     if external:
         yield external
         return
-    from pao.stack.broker import EmbeddedBroker
+    from pao.devstack.broker import EmbeddedBroker
 
     with tempfile.TemporaryDirectory(prefix="pao-bench-") as tmp:
         b = EmbeddedBroker(Path(tmp))

@@ -46,11 +46,11 @@ from botocore.credentials import ReadOnlyCredentials
 
 from infra import broker, fresh_database, percentile
 from pao.devctl.client import Target, sign
+from pao.devstack.jira import EmbeddedJira
+from pao.devstack.ports import free_port
+from pao.devstack.processes import ChildProcess
 from pao.request.aggregate import stream_of
 from pao.shared.database import create_pool
-from pao.stack.jira import EmbeddedJira
-from pao.stack.ports import free_port
-from pao.stack.processes import ChildProcess
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -123,8 +123,15 @@ def _error_code(answer: bytes) -> str:
 
 
 async def start_stack(  # the gateway and the other services, each process its own
-    dsn: str, bootstrap: str, jira_url: str, poll_seconds: float, tmp: Path
-) -> tuple[ChildProcess, str]:
+    dsn: str,
+    bootstrap: str,
+    jira_url: str,
+    poll_seconds: float,
+    tmp: Path,
+    *,
+    pao: Path = BIN / "pao",
+    catalog: Path = REPO / "catalog",
+) -> tuple[list[ChildProcess], str]:
     keys = tmp / "keys.yaml"
     keys.write_text(
         yaml.safe_dump(
@@ -151,15 +158,13 @@ async def start_stack(  # the gateway and the other services, each process its o
         "PAO_KEYS_FILE": str(keys),
         "PAO_HTTP_HOST": "127.0.0.1",
         "PAO_HTTP_PORT": str(port),
-        "PAO_CATALOG_DIR": str(REPO / "catalog"),
+        "PAO_CATALOG_DIR": str(catalog),
         "PAO_DATA_DIR": str(tmp),
         "PAO_LOG_LEVEL": "warning",
     }
     # As in production, the gateway and the event-driven services run in separate processes.
     stack = [
-        ChildProcess(
-            name, [str(BIN / "pao"), "serve", *services], log_path=tmp / f"{name}.log", env=env
-        )
+        ChildProcess(name, [str(pao), "serve", *services], log_path=tmp / f"{name}.log", env=env)
         for name, services in (
             ("relay-projector", ["relay", "projector"]),
             ("request-fulfillment", ["request", "fulfillment"]),
