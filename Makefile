@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: up test lint bench sync clean-state
+.PHONY: up test test-containers lint bench sync clean-state
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -22,6 +22,9 @@ up: sync ## start the whole stack on embedded parts
 
 test: sync ## run the whole test suite (real PostgreSQL, real broker)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-containers: sync ## the tests against PostgreSQL and Apache Kafka containers (needs Docker)
+	$(UV) run --frozen pytest --containers $(PYTEST_ARGS)
 
 lint: sync
 	$(UV) run --frozen ruff check .

@@ -2,7 +2,10 @@
 
 PostgreSQL: a fresh database on PAO_DATABASE_URL's server when set (CI uses the machine's), else
 an embedded server in a temporary directory. Kafka: PAO_KAFKA_BOOTSTRAP when set, else a tansu
-broker on a free loopback port. Everything started here is stopped at the end of the session.
+broker on a free loopback port. With `--containers` (`make test-containers`), both are instead
+Docker containers started by testcontainers (PostgreSQL 16 and Apache Kafka in KRaft mode);
+without a Docker engine those tests are skipped, with one line saying why. Everything started
+here is stopped at the end of the session.
 """
 
 from __future__ import annotations
@@ -31,14 +34,63 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+POSTGRES_IMAGE = "postgres:16"
+KAFKA_IMAGE = "apache/kafka:3.8.0"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--containers",
+        action="store_true",
+        help="run against PostgreSQL and Apache Kafka containers (testcontainers, needs Docker)",
+    )
+
+
+def _containers(config: pytest.Config) -> bool:
+    return bool(config.getoption("--containers"))
+
+
+def _no_docker() -> str | None:
+    """Why containers cannot run here, or None when a Docker engine answers."""
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no engine to run containers
+        return f"--containers: no Docker engine answers ({type(exc).__name__}); skipped"
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a Docker engine, the containers profile skips what needs one, in one line."""
+    if not _containers(config) or (reason := _no_docker()) is None:
+        return
+    needing = {"postgres_server", "kafka_bootstrap"}
+    skipped = [i for i in items if needing & set(getattr(i, "fixturenames", ()))]
+    for item in skipped:
+        item.add_marker(pytest.mark.skip(reason=reason))
+    config.pluginmanager.get_plugin("terminalreporter").write_line(
+        f"{reason}: {len(skipped)} tests need PostgreSQL or Kafka containers"
+    )
+
+
 def _with_database(dsn: str, database: str) -> str:
     base, _, _ = dsn.rpartition("/")
     return f"{base}/{database}"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def postgres_server(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> AsyncIterator[str]:
     """A DSN of the PostgreSQL server tests create their databases on."""
+    if _containers(pytestconfig):
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer(POSTGRES_IMAGE, driver=None) as container:
+            yield container.get_connection_url()
+        return
     server_dsn = os.environ.get("PAO_DATABASE_URL")
     if server_dsn:
         yield server_dsn
@@ -76,8 +128,16 @@ async def database_url(postgres_server: str) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def kafka_bootstrap(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> AsyncIterator[str]:
     """A Kafka-protocol broker for the session."""
+    if _containers(pytestconfig):
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
     external = os.environ.get("PAO_KAFKA_BOOTSTRAP")
     if external:
         yield external
@@ -85,6 +145,19 @@ async def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
     from pao.devstack.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(tmp_path_factory.mktemp("tansu"))
+    await broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        await broker.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
+    """A broker for one test alone: services started in other processes see only its events."""
+    from pao.devstack.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(tmp_path / "own-broker")
     await broker.start()
     try:
         yield broker.bootstrap

@@ -60,6 +60,8 @@ async def start_fulfillment(
         "PAO_DATA_DIR": str(data_dir),
         "PAO_LOG_FORMAT": "json",
         "PAO_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "PAO_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "PAO_FULFILLMENT_LEASE_SECONDS": "3",
     }
     return await asyncio.create_subprocess_exec(
         str(BIN / "pao"),
@@ -78,10 +80,16 @@ async def test_a_worker_killed_after_opening_a_ticket_resumes_without_a_second_o
     jira_url: str,
     proxy: TcpProxy,
     tmp_path: Path,
+    own_broker: str,
 ) -> None:
     async with fresh_database(postgres_server) as dsn:
         own = settings.model_copy(
-            update={"database_url": dsn, "jira_url": jira_url, "catalog_dir": REPO / "catalog"}
+            update={
+                "database_url": dsn,
+                "kafka_bootstrap": own_broker,
+                "jira_url": jira_url,
+                "catalog_dir": REPO / "catalog",
+            }
         )
         async with running_stack(
             own, keys, services=("gateway", "relay", "projector", "request"), data_dir=tmp_path
@@ -123,11 +131,13 @@ async def test_requests_wait_out_a_jira_outage_and_finish_once_it_is_back(
     jira_url: str,
     proxy: TcpProxy,
     tmp_path: Path,
+    own_broker: str,
 ) -> None:
     async with fresh_database(postgres_server) as dsn:
         own = settings.model_copy(
             update={
                 "database_url": dsn,
+                "kafka_bootstrap": own_broker,
                 "jira_url": proxy.url,
                 "catalog_dir": REPO / "catalog",
                 "jira_poll_seconds": 0.2,
@@ -185,13 +195,19 @@ async def test_a_worker_killed_inside_the_step_that_records_a_ticket_leaves_noth
     jira_url: str,
     proxy: TcpProxy,
     tmp_path: Path,
+    own_broker: str,
 ) -> None:
     """The worker is frozen inside the step that records the ticket, after the ticket's report
     is written and before its poll job is: a lock on the job table holds it there. Killed at that
     instant, it leaves nothing half done; the next worker finds the ticket and follows it."""
     async with fresh_database(postgres_server) as dsn:
         own = settings.model_copy(
-            update={"database_url": dsn, "jira_url": jira_url, "catalog_dir": REPO / "catalog"}
+            update={
+                "database_url": dsn,
+                "kafka_bootstrap": own_broker,
+                "jira_url": jira_url,
+                "catalog_dir": REPO / "catalog",
+            }
         )
         async with running_stack(
             own, keys, services=("gateway", "relay", "projector", "request"), data_dir=tmp_path

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import pytest_asyncio
 
@@ -269,13 +270,13 @@ async def test_requesters_see_only_their_own_requests(stack: Stack) -> None:
     assert request_id in [r["request_id"] for r in everyone["requests"]]
 
 
-async def snapshot(stack: Stack) -> dict[str, list[Any]]:
+async def snapshot(pool: asyncpg.Pool) -> dict[str, list[Any]]:
     tables = {
         "requests": "SELECT * FROM requests ORDER BY request_id",
         "request_actions": "SELECT * FROM request_actions ORDER BY request_id, position",
         "request_log": "SELECT * FROM request_log ORDER BY request_id, seq",
     }
-    return {name: [dict(r) for r in await stack.pool.fetch(sql)] for name, sql in tables.items()}
+    return {name: [dict(r) for r in await pool.fetch(sql)] for name, sql in tables.items()}
 
 
 async def test_the_read_models_rebuild_from_position_zero_to_the_same_rows(stack: Stack) -> None:
@@ -292,16 +293,16 @@ async def test_the_read_models_rebuild_from_position_zero_to_the_same_rows(stack
     await eventually(ticket_updated, what="the escalation to reach the ticket")
 
     async def settled() -> dict[str, list[Any]] | None:
-        before = await snapshot(stack)
+        before = await snapshot(stack.pool)
         head = await stack.pool.fetchval("SELECT max(global_position) FROM events")
         applied = await stack.pool.fetchval(
             "SELECT global_position FROM projection_checkpoints WHERE name = 'requests'"
         )
-        return before if head == applied and before == await snapshot(stack) else None
+        return before if head == applied and before == await snapshot(stack.pool) else None
 
     before = await eventually(settled, what="the projection to catch up")
     assert await rebuild(stack.pool) > 0
-    assert await snapshot(stack) == before
+    assert await snapshot(stack.pool) == before
 
 
 async def test_logs_follow_streams_events_until_the_request_ends(

@@ -1,20 +1,33 @@
-"""Consuming PAO's topics: in order per stream, each event applied once, failures dead-lettered.
+"""Consuming PAO's topics in Kafka consumer groups: in order per stream, each event applied once,
+failures dead-lettered, outages waited out.
 
-A consumer reads every partition of its topics without a consumer group and keeps its offsets in
-PostgreSQL; one instance per consumer name is active (advisory lock), others wait to take over.
-Events of one stream (one Kafka key) are handled in order; different streams run concurrently.
+One group per consumer name: the partitions of its topics spread over the running instances and
+move when one stops, dies or freezes. Offsets are PAO's, kept in PostgreSQL beside the effects
+(Kafka's committed offsets are never used): when the group assigns a partition, the instance
+claims it (`consumer_partitions`), reads the stored offset and seeks there. Every transaction
+that applies an event checks that claim under a share lock, after the handler and before the
+processed mark, so an instance whose partitions moved on while it was frozen rolls back instead
+of applying a stale event, and the new owner's claim waits for any such transaction to end.
+
+The stored offset comes with the id of the event just before it. On assignment the instance
+reads that event again: if the broker's log no longer holds it there (the broker lost its log,
+or the topic was recreated), the partition is read again from its start; idempotency makes the
+replay safe.
+
 Handlers are registered per event class; the consumer reads the topics of those classes'
 categories, decodes each record once (through the upcasters) and hands the typed event to its
 handler, with the envelope's metadata and the transaction's connection. Events of other types
-pass by untouched. Each event runs inside `handle_once`, so a redelivery (the relay republishing
-after a crash, or offsets saved late) changes nothing. An event whose handler keeps failing is sent
-to the dead-letter topic with the reason, marked processed, and the stream goes on.
+pass by untouched. Events of one stream (one Kafka key) are handled in order; different streams
+run concurrently. An event whose handler keeps failing is sent to the dead-letter topic with the
+reason, marked processed, and the stream goes on; an outage (the database or the broker away) is
+never a reason to dead-letter: the event waits until they are back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -23,14 +36,17 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import pydantic
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
 from pao.contracts.envelope import EventEnvelope, NewEvent
 from pao.contracts.events import REGISTRY, Event
 from pao.contracts.topics import DEAD_LETTER_TOPIC, topic_for_category
+from pao.shared.eventstore import ConcurrencyConflict
 from pao.shared.idempotency import handle_once
-from pao.shared.kafka import make_consumer
-from pao.shared.lifecycle import leadership
+from pao.shared.kafka import ensure_topics, make_consumer
+from pao.shared.lifecycle import pause
+from pao.shared.outages import Backoff, outage
 from pao.shared.relay import decode_record_value
 from pao.shared.settings import Settings
 
@@ -60,16 +76,58 @@ class Delivery(Generic[E]):
 Handler = Callable[[Delivery[Any]], Awaitable[None]]
 Handlers = Mapping[type[Event], Handler]
 
-_SAVE_OFFSET = """
-INSERT INTO consumer_offsets (consumer, topic, partition, next_offset, updated_at)
+_CLAIM = """
+INSERT INTO consumer_partitions (consumer, topic, partition, owner, claimed_at)
 VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (consumer, topic, partition) DO UPDATE SET owner = EXCLUDED.owner, claimed_at = now()
+"""
+
+_SAVE_OFFSET = """
+INSERT INTO consumer_offsets (consumer, topic, partition, next_offset, last_event_id, updated_at)
+SELECT $1, $2, $3, $4, $5, now()
+WHERE EXISTS (SELECT 1 FROM consumer_partitions
+              WHERE consumer = $1 AND topic = $2 AND partition = $3 AND owner = $6)
 ON CONFLICT (consumer, topic, partition) DO UPDATE
-SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
+SET next_offset = EXCLUDED.next_offset, last_event_id = EXCLUDED.last_event_id, updated_at = now()
+"""
+
+_OWNER = """
+SELECT owner FROM consumer_partitions WHERE consumer = $1 AND topic = $2 AND partition = $3
+FOR SHARE
 """
 
 
+class Fenced(Exception):
+    """This instance no longer owns the partition: what it was applying is rolled back."""
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Claims partitions as the group assigns them and seeks to PAO's stored offsets."""
+
+    def __init__(self, owner: EventConsumer, consumer: AIOKafkaConsumer) -> None:
+        self._owner = owner
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._owner._claims.pop(tp, None)
+            self._owner._verify.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Nothing is handed out for these partitions until they are claimed and positioned.
+        self._consumer.pause(*assigned)
+        try:
+            await self._owner._claim(self._consumer, assigned)
+            self._consumer.resume(*assigned)
+        except Exception as exc:  # noqa: BLE001 - the consumer restarts and joins again
+            log.warning(
+                "partitions could not be claimed", consumer=self._owner.name, error=str(exc)
+            )
+            self._owner._broken = exc
+
+
 class EventConsumer:
-    """Runs each event's handler once per event, in stream order."""
+    """Runs each event's handler once per event, in stream order, as one member of its group."""
 
     def __init__(
         self,
@@ -81,8 +139,10 @@ class EventConsumer:
         producer: AIOKafkaProducer | None = None,
         concurrency: int = 16,
         attempts: int = 3,
+        instance: str | None = None,
     ) -> None:
         self._pool = pool
+        self.instance = instance
         self._settings = settings
         self.name = name
         self._handlers = {cls.event_type: handler for cls, handler in handlers.items()}
@@ -90,91 +150,258 @@ class EventConsumer:
         self._producer = producer
         self._slots = asyncio.Semaphore(concurrency)
         self._attempts = attempts
+        #: partition -> the claim this instance holds on it (one per assignment)
+        self._claims: dict[TopicPartition, str] = {}
+        #: partition -> (offset, event id) to find again before reading on
+        self._verify: dict[TopicPartition, tuple[int, str]] = {}
+        self._broken: Exception | None = None
+        self._stop = asyncio.Event()
         self.handled = 0
         self.dead_lettered = 0
+        self.resynchronised = 0
+
+    @property
+    def partitions(self) -> set[TopicPartition]:
+        """The partitions this instance owns now."""
+        return set(self._claims)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set (after taking the consumer's leader lock)."""
-        async with leadership(self._pool, f"pao.consumer.{self.name}", stop) as leading:
-            if leading:
+        """Consume until `stop` is set; an outage ends the session, and a new one starts (and
+        joins the group again) once the broker and the database answer."""
+        self._stop = stop
+        backoff = Backoff(0.5, 10.0)
+        while not stop.is_set():
+            try:
                 await self._consume(stop)
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - the session ends; a new one joins again
+                wait = backoff()
+                expected = outage(exc) or isinstance(exc, _Rejoin)
+                (log.warning if expected else log.exception)(
+                    "consumer interrupted; joining again",
+                    consumer=self.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=wait,
+                )
+                await pause(stop, wait)
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        consumer = make_consumer(self._settings, group_id=None)
+        await ensure_topics(self._settings, self._topics)  # never let a broker invent them
+        consumer = make_consumer(self._settings, group_id=self.name)
+        consumer.subscribe(self._topics, listener=_Rebalance(self, consumer))
+        self._claims.clear()
+        self._verify.clear()
+        self._broken = None
         await consumer.start()
+        log.info("consumer started", consumer=self.name, topics=self._topics)
         try:
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in self._topics
-                for p in sorted(await _partitions(consumer, topic))
-            ]
-            consumer.assign(partitions)
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                if self._broken is not None:
+                    raise _Rejoin(str(self._broken))
+                if batch:
+                    await self._handle_batch(consumer, batch)
+        finally:
+            self._claims.clear()
+            try:
+                await consumer.stop()  # leaves the group: its partitions move at once
+            except Exception as exc:  # noqa: BLE001 - a broker that is gone cannot be left
+                log.warning("consumer did not stop cleanly", consumer=self.name, error=str(exc))
+
+    async def _claim(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Own the assigned partitions and seek each to where this consumer got to."""
+        claims = {tp: uuid.uuid4().hex for tp in assigned}
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Waits for a transaction of the previous owner still applying an event.
+            await conn.execute("SET LOCAL lock_timeout = '15s'")
+            for tp, claim in claims.items():
+                await conn.execute(_CLAIM, self.name, tp.topic, tp.partition, claim)
             stored = {
-                (r["topic"], r["partition"]): r["next_offset"]
-                for r in await self._pool.fetch(
-                    "SELECT topic, partition, next_offset FROM consumer_offsets "
+                (r["topic"], r["partition"]): (r["next_offset"], r["last_event_id"])
+                for r in await conn.fetch(
+                    "SELECT topic, partition, next_offset, last_event_id FROM consumer_offsets "
                     "WHERE consumer = $1",
                     self.name,
                 )
             }
-            for tp in partitions:
-                if (tp.topic, tp.partition) in stored:
-                    consumer.seek(tp, stored[(tp.topic, tp.partition)])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            log.info("consumer started", consumer=self.name, partitions=len(partitions))
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=500)
-                if batch:
-                    await self._handle_batch(batch)
-        finally:
-            await consumer.stop()
-
-    async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        by_stream: dict[bytes, list[ConsumerRecord]] = defaultdict(list)
-        for records in batch.values():
-            for record in records:
-                by_stream[record.key or b""].append(record)
-        await asyncio.gather(*(self._handle_stream(records) for records in by_stream.values()))
-        async with self._pool.acquire() as conn:
-            for tp, records in batch.items():
-                await conn.execute(
-                    _SAVE_OFFSET, self.name, tp.topic, tp.partition, records[-1].offset + 1
+        ends = await consumer.end_offsets(list(assigned)) if assigned else {}
+        for tp in assigned:
+            next_offset, last_event = stored.get((tp.topic, tp.partition), (0, None))
+            if next_offset and last_event is not None and ends.get(tp, 0) >= next_offset:
+                consumer.seek(tp, next_offset - 1)  # read the last applied event again
+                self._verify[tp] = (next_offset - 1, str(last_event))
+            elif next_offset:
+                log.warning(
+                    "stored offset beyond the log; reading the partition again",
+                    consumer=self.name,
+                    partition=f"{tp.topic}/{tp.partition}",
+                    stored=next_offset,
+                    end=ends.get(tp),
                 )
+                self.resynchronised += 1
+                await consumer.seek_to_beginning(tp)
+            else:
+                await consumer.seek_to_beginning(tp)
+        self._claims.update(claims)
+        log.info(
+            "partitions assigned",
+            consumer=self.name,
+            partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned),
+        )
 
-    async def _handle_stream(self, records: list[ConsumerRecord]) -> None:
+    def _verified(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list) -> list:
+        """The records after the one this partition was verified with; none (and the partition
+        read again from its start) when the log does not hold that event there."""
+        expected = self._verify.pop(tp, None)
+        if expected is None:
+            return records
+        offset, event_id = expected
+        first = records[0]
+        if first.offset == offset and _header(first, "event_id") == event_id:
+            return records[1:]
+        log.warning(
+            "the broker's log changed under this consumer; reading the partition again",
+            consumer=self.name,
+            partition=f"{tp.topic}/{tp.partition}",
+            expected_offset=offset,
+            found_offset=first.offset,
+        )
+        self.resynchronised += 1
+        consumer.seek(tp, 0)
+        return []
+
+    async def _handle_batch(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        for tp, records in batch.items():
+            if tp not in self._claims and records and tp in consumer.assignment():
+                consumer.seek(tp, records[0].offset)  # not claimed yet: read these again later
+        owned = {
+            tp: self._verified(consumer, tp, records)
+            for tp, records in batch.items()
+            if tp in self._claims and records
+        }
+        by_stream: dict[tuple[TopicPartition, bytes], list[ConsumerRecord]] = defaultdict(list)
+        for tp, records in owned.items():
+            for record in records:
+                by_stream[(tp, record.key or b"")].append(record)
+        # Partitions this instance lost, and partitions left half done (stopping); their
+        # offsets stay where they were.
+        fenced: set[TopicPartition] = set()
+        unfinished: set[TopicPartition] = set()
+        await asyncio.gather(
+            *(
+                self._handle_stream(tp, records, fenced, unfinished)
+                for (tp, _), records in by_stream.items()
+            )
+        )
+        for tp in fenced:
+            self._claims.pop(tp, None)
+        done = {
+            tp: records[-1]
+            for tp, records in owned.items()
+            if records and tp not in fenced | unfinished and tp in self._claims
+        }
+        if done:
+            async with self._pool.acquire() as conn:
+                for tp, last in done.items():
+                    claim = self._claims.get(tp)  # a rebalance may have taken it meanwhile
+                    if claim is None:
+                        continue
+                    event_id = _header(last, "event_id")
+                    await conn.execute(
+                        _SAVE_OFFSET,
+                        self.name,
+                        tp.topic,
+                        tp.partition,
+                        last.offset + 1,
+                        uuid.UUID(event_id) if event_id else None,
+                        claim,
+                    )
+
+    async def _handle_stream(
+        self,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+        fenced: set[TopicPartition],
+        unfinished: set[TopicPartition],
+    ) -> None:
         async with self._slots:
             for record in records:
-                await self._handle_record(record)
+                if tp in fenced:
+                    return
+                try:
+                    if not await self._handle_record(tp, record):
+                        unfinished.add(tp)
+                        return
+                except Fenced:
+                    log.warning(
+                        "partition moved to another instance; stopping its work here",
+                        consumer=self.name,
+                        partition=f"{tp.topic}/{tp.partition}",
+                    )
+                    fenced.add(tp)
+                    return
 
-    async def _handle_record(self, record: ConsumerRecord) -> None:
+    async def _fence(self, conn: asyncpg.Connection, tp: TopicPartition) -> None:
+        owner = await conn.fetchval(_OWNER, self.name, tp.topic, tp.partition)
+        if owner is None or owner != self._claims.get(tp):
+            raise Fenced(f"{tp.topic}/{tp.partition}")
+
+    async def _handle_record(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
+        """Apply one record (or dead-letter it); False when stopping interrupted it."""
         try:
             envelope = decode_record_value(record.value)
         except (ValueError, TypeError) as exc:
             await self._dead_letter(record, None, f"undecodable record: {exc}")
-            return
+            return True
         handler = self._handlers.get(envelope.event_type)
         if handler is None:
-            return
+            return True
         try:
             event = REGISTRY.decode(envelope)
         except (KeyError, pydantic.ValidationError) as exc:
             await self._dead_letter(record, envelope, f"undecodable {envelope.event_type}: {exc}")
-            return
+            return True
 
         async def handle(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
             await handler(Delivery(event, envelope, conn))
 
-        for attempt in range(1, self._attempts + 1):
+        async def fence(conn: asyncpg.Connection) -> None:
+            await self._fence(conn, tp)
+
+        attempt, away = 0, Backoff(0.2, 5.0)
+        while not self._stop.is_set():
             try:
                 if await handle_once(
-                    self._pool, consumer=self.name, event=envelope, handler=handle
+                    self._pool,
+                    consumer=self.name,
+                    event=envelope,
+                    handler=handle,
+                    fence=fence,
+                    instance=self.instance,
                 ):
                     self.handled += 1
-                return
+                return True
+            except Fenced:
+                raise
+            except ConcurrencyConflict:
+                continue  # another writer got to the stream first: decide again
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                if attempt == self._attempts:
+                if outage(exc):  # never the event's fault: wait for the database, then again
+                    wait = away()
+                    log.warning(
+                        "database away; the event waits",
+                        consumer=self.name,
+                        event_type=envelope.event_type,
+                        error=reason,
+                        retry_in=wait,
+                    )
+                    await pause(self._stop, wait)
+                    continue
+                attempt += 1
+                if attempt >= self._attempts:
                     log.exception(
                         "event dead-lettered",
                         consumer=self.name,
@@ -182,20 +409,28 @@ class EventConsumer:
                         event_id=str(envelope.event_id),
                     )
                     await self._dead_letter(record, envelope, reason)
-                    return
+                    return True
                 log.warning(
-                    "event handler failed; retrying",
+                    "event handler failed; trying again",
                     consumer=self.name,
                     event_type=envelope.event_type,
                     attempt=attempt,
                     error=reason,
                 )
-                await asyncio.sleep(0.2 * 2**attempt)
+                await pause(self._stop, 0.2 * 2**attempt)
+        return False
 
     async def _dead_letter(
         self, record: ConsumerRecord, event: EventEnvelope | None, reason: str
     ) -> None:
         self.dead_lettered += 1
+        log.warning(
+            "event sent to the dead-letter topic",
+            consumer=self.name,
+            reason=reason[:500],
+            partition=f"{record.topic}/{record.partition}",
+            offset=record.offset,
+        )
         body: dict[str, Any] = {
             "consumer": self.name,
             "reason": reason,
@@ -220,11 +455,12 @@ class EventConsumer:
             )
 
 
-async def _partitions(consumer: Any, topic: str) -> set[int]:
-    for _ in range(50):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return set(found)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic} has no partitions; is it created?")
+class _Rejoin(Exception):
+    """The session must end and join the group again (a claim could not be made)."""
+
+
+def _header(record: ConsumerRecord, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value.decode()
+    return None

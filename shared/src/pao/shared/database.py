@@ -34,16 +34,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 2, max_size: int = 20, application_name: str = "pao"
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 20,
+    application_name: str = "pao",
+    idle_in_transaction_timeout_ms: int = 0,
 ) -> asyncpg.Pool:
-    """A connection pool with JSON codecs installed, named in pg_stat_activity."""
+    """A connection pool with JSON codecs installed, named in pg_stat_activity.
+
+    With `idle_in_transaction_timeout_ms`, PostgreSQL ends a session that sits inside a
+    transaction that long, so a frozen process cannot hold locks (an advisory lock, a partition
+    claim) for ever.
+    """
+    server_settings = {"application_name": application_name}
+    if idle_in_transaction_timeout_ms:
+        server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_timeout_ms)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         command_timeout=60,
-        server_settings={"application_name": application_name},
+        server_settings=server_settings,
     )
     assert pool is not None
     return pool

@@ -7,12 +7,21 @@ only reads rows whose transaction id is below the oldest transaction still runni
 (`pg_snapshot_xmin`): no such transaction can commit anything new, so the set of rows below that
 horizon is final, and a checkpoint of (transaction_id, global_position) never skips one. A
 rolled-back transaction simply leaves the horizon when it ends, so it never stalls the relay.
+
+A broker can come back without its log (an in-memory broker restarted, a cluster that lost a
+partition's tail). The relay notices: Kafka answers each produce with the record's offset, and
+the relay remembers the next offset of every partition it published to (saved with its
+checkpoint); a lower answer means the log went backwards, and the relay publishes the whole
+store again from position 0 (consumers skip what they applied). After any failed batch it also
+makes sure PAO's topics exist with their partition counts before producing again, so that a
+broker's auto-creation never picks another count (which would move keys).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
@@ -21,18 +30,25 @@ from aiokafka import AIOKafkaProducer
 from pao.contracts.envelope import EventEnvelope
 from pao.contracts.topics import topic_for_stream
 from pao.shared.eventstore import Checkpoint, read_committed
-from pao.shared.lifecycle import leadership, pause
+from pao.shared.lifecycle import pause, run_as_leader
 
 log = structlog.get_logger(__name__)
 
 _SAVE_CHECKPOINT_SQL = """
-INSERT INTO relay_checkpoints (name, transaction_id, global_position, updated_at)
-VALUES ($1, $2::text::xid8, $3, now())
+INSERT INTO relay_checkpoints (name, transaction_id, global_position, published, updated_at)
+VALUES ($1, $2::text::xid8, $3, $4, now())
 ON CONFLICT (name) DO UPDATE
 SET transaction_id = EXCLUDED.transaction_id,
     global_position = EXCLUDED.global_position,
+    published = EXCLUDED.published,
     updated_at = now()
 """
+
+EnsureTopics = Callable[[], Awaitable[None]]
+
+#: How often the relay makes sure PAO's topics exist even when nothing failed (a broker that
+#: restarted between two batches may have come back without them).
+_TOPIC_CHECK_SECONDS = 5.0
 
 
 def encode_envelope(event: EventEnvelope) -> bytes:
@@ -73,31 +89,45 @@ class Relay:
         name: str = "main",
         batch_size: int = 2_000,
         poll_interval: float = 0.01,
+        ensure_topics: EnsureTopics | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self.name = name
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._ensure_topics = ensure_topics
+        self._topics_checked = ensure_topics is None
+        self._next_topic_check = 0.0
         self.published = 0
         self.polls = 0
+        self.republished = 0
         self.checkpoint = Checkpoint(0, 0)
+        #: "topic/partition" -> the offset the next record there should get
+        self.offsets: dict[str, int] = {}
 
     async def load_checkpoint(self) -> Checkpoint:
         """Read this relay's checkpoint from PostgreSQL."""
         row = await self._pool.fetchrow(
-            "SELECT transaction_id::text AS txid, global_position FROM relay_checkpoints "
-            "WHERE name = $1",
+            "SELECT transaction_id::text AS txid, global_position, published "
+            "FROM relay_checkpoints WHERE name = $1",
             self.name,
         )
         self.checkpoint = (
             Checkpoint(int(row["txid"]), row["global_position"]) if row else Checkpoint(0, 0)
         )
+        self.offsets = dict(row["published"]) if row else {}
         return self.checkpoint
 
     async def publish_batch(self) -> int:
         """Publish the next batch, then save the checkpoint; return how many events went out."""
         self.polls += 1
+        if self._ensure_topics is not None and (
+            not self._topics_checked or time.monotonic() >= self._next_topic_check
+        ):
+            await self._ensure_topics()
+            self._topics_checked = True
+            self._next_topic_check = time.monotonic() + _TOPIC_CHECK_SECONDS
         read = await read_committed(self._pool, self.checkpoint, self._batch_size)
         if not read:
             return 0
@@ -111,26 +141,47 @@ class Relay:
             )
             for e in events
         ]
-        await asyncio.gather(*sends)
+        offsets = dict(self.offsets)
+        went_back = []
+        for sent in await asyncio.gather(*sends):
+            where = f"{sent.topic}/{sent.partition}"
+            if sent.offset < offsets.get(where, 0):
+                went_back.append(where)
+            offsets[where] = max(offsets.get(where, 0), sent.offset + 1)
+        if went_back:
+            await self._republish(went_back)
+            return len(events)
         checkpoint = read[-1][0]
         await self._pool.execute(
             _SAVE_CHECKPOINT_SQL,
             self.name,
             str(checkpoint.transaction_id),
             checkpoint.global_position,
+            offsets,
         )
-        self.checkpoint = checkpoint
+        self.checkpoint, self.offsets = checkpoint, offsets
         self.published += len(events)
         return len(events)
 
+    async def _republish(self, partitions: list[str]) -> None:
+        """The broker's log went backwards: publish everything again, from position 0."""
+        log.warning(
+            "the broker's log went backwards; publishing the whole store again",
+            relay=self.name,
+            partitions=sorted(set(partitions)),
+        )
+        self.checkpoint, self.offsets = Checkpoint(0, 0), {}
+        self.republished += 1
+        await self._pool.execute(_SAVE_CHECKPOINT_SQL, self.name, "0", 0, {})
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; wait for leadership first, back off on broker errors."""
-        async with leadership(self._pool, f"pao.relay.{self.name}", stop) as leading:
-            if not leading:
-                return
-            await self.load_checkpoint()
-            log.info("relay started", relay=self.name, checkpoint=self.checkpoint)
-            await self._loop(stop)
+        """Publish until `stop` is set, while leading; back off on broker and database errors."""
+        await run_as_leader(self._pool, f"pao.relay.{self.name}", stop, self._lead)
+
+    async def _lead(self, ended: asyncio.Event) -> None:
+        await self.load_checkpoint()
+        log.info("relay started", relay=self.name, checkpoint=self.checkpoint)
+        await self._loop(ended)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -140,6 +191,7 @@ class Relay:
                 published = await self.publish_batch()
                 backoff = 0.1
             except Exception as exc:  # noqa: BLE001 - an outage must park the relay, not kill it
+                self._topics_checked = self._ensure_topics is None
                 log.warning(
                     "relay batch failed; retrying",
                     relay=self.name,

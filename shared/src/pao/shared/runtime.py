@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +24,9 @@ from pao.shared.kafka import make_producer
 from pao.shared.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+#: This process among the instances of its services: host and process id.
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Scope:
             name=name,
             handlers=handlers,
             producer=await self.producer(),
+            instance=INSTANCE,
         )
         self.spawn(name, consumer.run(self.stop))
         return consumer

@@ -27,9 +27,22 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(
         default=1, ge=1, description="Replicas for topics PAO creates (3 on a production Kafka)."
     )
-    kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
-    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
-    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    kafka_fetch_max_wait_ms: int = Field(
+        default=20, ge=1, description="Longest a fetch waits for records (tansu: keep it short)."
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="A consumer silent this long leaves its group; its partitions move.",
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        default=1_000, ge=100, description="How often a consumer tells its group it is alive."
+    )
+    kafka_rebalance_timeout_ms: int = Field(
+        default=30_000,
+        ge=1_000,
+        description="How long the group waits for members to rejoin during a rebalance.",
+    )
 
     http_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -89,6 +102,11 @@ class Settings(BaseSettings):
     breaker_seconds: float = Field(default=30.0, gt=0, description="How long a breaker stays open.")
     terraform_binary: str = Field(default="terraform")
     notifications_file: Path | None = Field(default=None, description="Notification routing YAML.")
+    notification_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A notice left 'sending' this long (its sender died) is marked 'unknown'.",
+    )
 
     relay_name: str = Field(default="main", description="Checkpoint and leader-lock name.")
     relay_batch_size: int = Field(default=2_000, ge=1)
@@ -97,8 +115,23 @@ class Settings(BaseSettings):
     log_level: str = Field(default="info")
     log_format: Literal["auto", "json", "console"] = Field(default="auto")
 
-    db_pool_min: int = Field(default=2, ge=1)
-    db_pool_max: int = Field(default=20, ge=1)
+    db_pool_min: int = Field(default=1, ge=1, description="Connections a process keeps open.")
+    db_pool_max: int = Field(
+        default=6,
+        ge=2,
+        description="Most connections a process opens (a dozen processes fit max_connections 100).",
+    )
+    db_idle_in_transaction_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="PostgreSQL ends a session idle inside a transaction this long (a frozen "
+        "process), releasing its locks; 0: never.",
+    )
+    fulfillment_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A job held by a worker that stops renewing it this long is taken over.",
+    )
 
     @property
     def catalog_root(self) -> Path:

@@ -60,3 +60,8 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         await self._child.stop()
+
+    async def restart(self) -> str:
+        """Stop and start again on the same port: an in-memory broker comes back empty."""
+        await self.stop()
+        return await self.start()

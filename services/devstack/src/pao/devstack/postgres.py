@@ -165,3 +165,8 @@ class EmbeddedPostgres:
     async def stop(self) -> None:
         if self._child is not None:
             await self._child.stop(timeout=30)
+
+    async def kill(self) -> None:
+        """Kill the server and its backends at once, as a crash would (start() recovers it)."""
+        if self._child is not None:
+            await self._child.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import pwd
 import signal
 import subprocess
@@ -74,6 +75,18 @@ class ChildProcess:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+    async def kill(self) -> None:
+        """Kill the child and everything it started at once (SIGKILL to its process group), as
+        a crash or a power cut would."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        await asyncio.to_thread(self.process.wait)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Signal the child, wait up to `timeout`, then kill it."""

@@ -18,14 +18,11 @@ from pao.fulfillment.steps import Parts
 from pao.fulfillment.terraform import TerraformRunner
 from pao.fulfillment.worker import Worker
 from pao.shared.environments import environments, system_scope
-from pao.shared.lifecycle import leadership
 from pao.shared.runtime import Scope
 from pao.shared.secrets import secret_provider
 
 #: The fulfilment service's migrations.
 MIGRATIONS = "pao.fulfillment.migrations"
-
-_WORKER_LOCK = "pao.fulfillment.worker"
 
 
 async def parts_from_settings(scope: Scope) -> Parts:
@@ -73,16 +70,14 @@ async def parts_from_settings(scope: Scope) -> Parts:
 
 
 async def start(scope: Scope) -> Worker:
-    """Learn item definitions and requests from their events; run the worker (one at a time)."""
+    """Learn item definitions and requests from their events; run a worker beside any others."""
     await scope.consume(definitions.CONSUMER, definitions.HANDLERS)
     await scope.consume(intake.CONSUMER, intake.HANDLERS)
-    parts = await parts_from_settings(scope)
-    worker = Worker(parts, concurrency=scope.settings.fulfillment_concurrency)
-
-    async def lead() -> None:
-        async with leadership(scope.pool, _WORKER_LOCK, scope.stop) as leading:
-            if leading:
-                await worker.run(scope.stop)
-
-    scope.spawn("fulfillment-worker", lead())
+    settings = scope.settings
+    worker = Worker(
+        await parts_from_settings(scope),
+        concurrency=settings.fulfillment_concurrency,
+        lease=settings.fulfillment_lease_seconds,
+    )
+    scope.spawn("fulfillment-worker", worker.run(scope.stop))
     return worker

@@ -1,4 +1,10 @@
-"""The fulfilment job queue in PostgreSQL: scheduled idempotently, claimed with SKIP LOCKED."""
+"""The fulfilment job queue in PostgreSQL: scheduled idempotently, claimed with SKIP LOCKED.
+
+A claim is a lease that the claiming worker renews while the job runs. A job whose lease ran out
+(its worker died or froze) is claimed by another worker; the old claim is then fenced: finishing
+or rescheduling the job under it fails with LeaseLost, which rolls back the transaction it is in
+(a step's report included), so a worker that wakes too late records nothing.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,11 @@ class Job:
     payload: dict[str, Any]
     due_at: datetime
     created_at: datetime
+    claim: str = ""
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over: this claim may no longer change it."""
 
 
 async def schedule(
@@ -54,31 +65,58 @@ async def schedule(
     return added is not None
 
 
-async def claim(pool: asyncpg.Pool, limit: int) -> list[Job]:
-    """Due jobs, marked running; other workers skip them."""
+async def claim(
+    pool: asyncpg.Pool, limit: int, *, lease: float, worker: str | None = None
+) -> list[Job]:
+    """Due jobs, and jobs whose lease ran out, leased to the caller; other workers skip them."""
     rows = await pool.fetch(
-        """UPDATE fulfillment_jobs SET state = 'running', updated_at = now()
+        """UPDATE fulfillment_jobs
+           SET state = 'running', claim = gen_random_uuid()::text, worker = $3,
+               lease_until = now() + make_interval(secs => $2), updated_at = now()
            WHERE id IN (SELECT id FROM fulfillment_jobs
-                        WHERE state = 'pending' AND due_at <= now()
+                        WHERE (state = 'pending' AND due_at <= now())
+                           OR (state = 'running' AND lease_until < now())
                         -- New work first: a backlog of polls must not delay opening tickets.
                         ORDER BY kind = 'poll', due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
            RETURNING id, request_id, action, generation, kind, attempt, payload, due_at,
-                     created_at""",
+                     created_at, claim""",
         limit,
+        lease,
+        worker,
     )
     return [Job(**dict(r)) for r in rows]
+
+
+async def renew(pool: asyncpg.Pool, claims: list[str], *, lease: float) -> int:
+    """Extend the leases of the caller's running jobs; returns how many it still holds."""
+    if not claims:
+        return 0
+    result = await pool.execute(
+        "UPDATE fulfillment_jobs SET lease_until = now() + make_interval(secs => $2) "
+        "WHERE claim = ANY($1::text[]) AND state = 'running'",
+        claims,
+        lease,
+    )
+    return int(result.split()[-1])
+
+
+def _held(result: str, job: Job) -> None:
+    if result.split()[-1] == "0":
+        raise LeaseLost(f"job {job.id} was taken over by another worker")
 
 
 async def finish(
     conn: asyncpg.Connection | asyncpg.Pool, job: Job, *, error: str | None = None
 ) -> None:
     """The job is done (it may have failed for good: the error is kept)."""
-    await conn.execute(
+    result = await conn.execute(
         "UPDATE fulfillment_jobs SET state = 'done', last_error = $2, updated_at = now() "
-        "WHERE id = $1",
+        "WHERE id = $1 AND claim = $3 AND state = 'running'",
         job.id,
         error,
+        job.claim,
     )
+    _held(result, job)
 
 
 async def reschedule(
@@ -90,15 +128,18 @@ async def reschedule(
     error: str | None = None,
 ) -> None:
     """Run the job again after `delay` seconds (the next attempt, or the same one when parked)."""
-    await conn.execute(
+    result = await conn.execute(
         """UPDATE fulfillment_jobs SET state = 'pending', attempt = $2, last_error = $3,
-               due_at = now() + make_interval(secs => $4), updated_at = now()
-           WHERE id = $1""",
+               due_at = now() + make_interval(secs => $4), updated_at = now(), claim = NULL,
+               lease_until = NULL
+           WHERE id = $1 AND claim = $5 AND state = 'running'""",
         job.id,
         attempt or job.attempt,
         error,
         delay,
+        job.claim,
     )
+    _held(result, job)
 
 
 async def cancel_for_request(conn: asyncpg.Connection, request_id: str) -> int:
@@ -107,13 +148,5 @@ async def cancel_for_request(conn: asyncpg.Connection, request_id: str) -> int:
         "UPDATE fulfillment_jobs SET state = 'cancelled', updated_at = now() "
         "WHERE request_id = $1 AND state = 'pending' AND kind IN ('execute', 'poll')",
         request_id,
-    )
-    return int(result.split()[-1])
-
-
-async def release_abandoned(pool: asyncpg.Pool) -> int:
-    """Jobs left running by a worker that died: pending again (called by the new leader)."""
-    result = await pool.execute(
-        "UPDATE fulfillment_jobs SET state = 'pending', updated_at = now() WHERE state = 'running'"
     )
     return int(result.split()[-1])

@@ -258,7 +258,7 @@ def poll_interval(parts: Parts, definition: dict[str, Any]) -> float:
 async def poll(parts: Parts, job: jobs.Job) -> None:
     """Read the run's ticket: done, rejected, timed out, or read again later."""
     current = await _current_run(parts, job)
-    if current is None or current[1].status != "awaiting_manual":
+    if current is None or current[0].aborted or current[1].status != "awaiting_manual":
         await jobs.finish(parts.pool, job)
         return
     fulfillment, _ = current

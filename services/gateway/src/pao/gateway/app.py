@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
+from pao.contracts.topics import ALL_TOPICS
 from pao.gateway import catalog, health, identity, preview, requests, validation, webhooks
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import (
@@ -19,7 +20,7 @@ from pao.gateway.resources import (
     STORE,
     ReadinessCheck,
 )
-from pao.shared.kafka import broker_reachable
+from pao.shared.kafka import broker_reachable, missing_topics
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
 
@@ -65,6 +66,9 @@ def default_readiness_checks(
         ok, detail = await broker_reachable(settings)
         if not ok:
             raise ConnectionError(detail)
+        missing = await missing_topics(settings, ALL_TOPICS)
+        if missing:
+            raise LookupError(f"the broker lacks PAO's topics: {', '.join(missing)}")
         return f"metadata answered ({detail})"
 
     async def catalog_loaded() -> str:

@@ -16,6 +16,7 @@ from pao.contracts.errors import ErrorDetail, PaoError
 from pao.gateway.resources import CORRELATION_ID, IDENTITY, KEYS, SETTINGS
 from pao.shared import sigv4
 from pao.shared.keystore import Identity
+from pao.shared.outages import database_away
 
 log = structlog.get_logger("pao.gateway")
 
@@ -25,6 +26,15 @@ PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/api/v1/ver
 SELF_AUTHENTICATED_PATHS = frozenset({"/api/v1/webhooks/github"})
 
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+#: What a caller hears while the database is away: nothing was done; try again shortly.
+_DATABASE_AWAY = PaoError(
+    errors.DEPENDENCY_UNAVAILABLE,
+    "the database is unavailable for the moment; try again shortly (a submit with the same "
+    "Idempotency-Key is answered once)",
+    details=[ErrorDetail(field="database", message="unreachable")],
+    headers={"Retry-After": "5"},
+)
 
 
 def error_response(error: PaoError, correlation_id: str | None) -> web.Response:
@@ -82,9 +92,13 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
         if exc.status < 400:
             raise
         response = error_response(_from_http_exception(exc, request), correlation_id)
-    except Exception:
-        log.exception("unhandled error", method=request.method, path=request.path)
-        response = error_response(PaoError(errors.INTERNAL), correlation_id)
+    except Exception as exc:
+        if database_away(exc):
+            log.warning("database unavailable", path=request.path, error=str(exc))
+            response = error_response(_DATABASE_AWAY, correlation_id)
+        else:
+            log.exception("unhandled error", method=request.method, path=request.path)
+            response = error_response(PaoError(errors.INTERNAL), correlation_id)
     if not response.prepared:  # a stream sets it before its headers go out
         response.headers["X-Correlation-ID"] = correlation_id
     identity: Identity | None = request.get(IDENTITY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pao.notification import MIGRATIONS, requests
 from pao.notification.channels import build_channels
 from pao.notification.outbox import OutboxSender
@@ -21,4 +23,7 @@ async def start(scope: Scope) -> None:
     )
     await scope.consume(requests.CONSUMER, requests.handlers(notifier))
     channels = build_channels(routing, await scope.session())
-    scope.spawn("notification-sender", OutboxSender(scope.pool, channels).run(scope.stop))
+    sender = OutboxSender(
+        scope.pool, channels, stale_after=timedelta(seconds=settings.notification_stale_seconds)
+    )
+    scope.spawn("notification-sender", sender.run(scope.stop))

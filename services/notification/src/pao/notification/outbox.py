@@ -5,6 +5,8 @@ channel) key, so a redelivered event adds nothing. Sending is at most once: a ro
 'sending' and committed before the channel is called, so a sender that dies mid-send leaves a
 row that is never sent again automatically; the next sender to start marks it 'unknown' and logs
 it for a person to check. Transient failures go back to 'pending' with exponential backoff.
+Any number of senders run side by side (SKIP LOCKED splits the due rows); each looks for rows
+another sender left 'sending' for longer than `stale_after`, at start and then that often.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import structlog
 from pao.notification.channels import Channel, DeliveryError
 from pao.notification.notices import Notice
 from pao.shared.lifecycle import pause
+from pao.shared.outages import outage
 
 log = structlog.get_logger(__name__)
 
@@ -153,13 +156,19 @@ class OutboxSender:
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Recover interrupted sends, then deliver due notices until `stop` is set."""
-        await self.recover_interrupted()
+        """Deliver due notices until `stop` is set; recover interrupted sends now and then."""
+        loop = asyncio.get_running_loop()
+        next_recovery = loop.time()
         while not stop.is_set():
             try:
+                if loop.time() >= next_recovery:
+                    await self.recover_interrupted()
+                    next_recovery = loop.time() + self._stale_after.total_seconds()
                 claimed = await self.deliver_due(self._batch_size)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.warning("notification outbox unreachable, trying again", error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - the sender waits and goes on
+                (log.warning if outage(exc) else log.exception)(
+                    "notification outbox unreachable, trying again", error=str(exc)
+                )
                 claimed = 0
             if claimed >= self._batch_size:
                 continue

@@ -70,6 +70,7 @@ async def run_services(
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         application_name="pao-" + "+".join(names),
+        idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
     )
     scope = Scope(settings, pool, EventStore(pool), stop)
     running = Running()
@@ -104,10 +105,10 @@ async def _start_relay(scope: Scope, from_start: bool) -> None:
         name=scope.settings.relay_name,
         batch_size=scope.settings.relay_batch_size,
         poll_interval=scope.settings.relay_poll_interval_ms / 1000,
+        ensure_topics=lambda: ensure_topics(scope.settings, ALL_TOPICS),
     )
     if from_start:
         # A fresh in-memory broker holds nothing: publish the whole history again so topics
-        # are complete; consumers skip what they already applied.
+        # are complete; consumers find their logs changed and skip what they already applied.
         await scope.pool.execute("DELETE FROM relay_checkpoints WHERE name = $1", relay.name)
-        await scope.pool.execute("DELETE FROM consumer_offsets")
     scope.spawn("relay", relay.run(scope.stop))
