@@ -22,7 +22,7 @@ from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
 from support import eventually
 from support.netproxy import TcpProxy
-from support.stack import running_stack
+from support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -73,6 +73,25 @@ async def start_fulfillment(
     )
 
 
+async def a_new_worker_finishes_it(
+    own: Settings, stack: Stack, proxy: TcpProxy, jira_url: str, request_id: str, tmp: Path
+) -> None:
+    """A worker started after the killed one finds the one ticket, follows it to Done, and the
+    request completes."""
+    worker = await start_fulfillment(own, proxy.url, tmp)
+    try:
+        waiting = await status_becomes(stack, request_id, "awaiting_manual")
+        assert await issues_labelled(jira_url, idempotency_label(request_id, "create_ticket")) == 1
+        async with aiohttp.ClientSession() as http:
+            await JiraClient(jira_url, session=http).transition_to(
+                waiting["actions"][0]["outputs"]["key"], "Done"
+            )
+        await status_becomes(stack, request_id, "completed")
+    finally:
+        worker.terminate()
+        await worker.wait()
+
+
 async def test_a_worker_killed_after_opening_a_ticket_resumes_without_a_second_one(
     postgres_server: str,
     settings: Settings,
@@ -110,18 +129,7 @@ async def test_a_worker_killed_after_opening_a_ticket_resumes_without_a_second_o
                 worker.send_signal(signal.SIGKILL)
                 await worker.wait()
             proxy.answer_delay = 0.0
-            worker = await start_fulfillment(own, proxy.url, tmp_path)
-            try:
-                waiting = await status_becomes(stack, request_id, "awaiting_manual")
-                assert await issues_labelled(jira_url, label) == 1
-                async with aiohttp.ClientSession() as http:
-                    await JiraClient(jira_url, session=http).transition_to(
-                        waiting["actions"][0]["outputs"]["key"], "Done"
-                    )
-                await status_becomes(stack, request_id, "completed")
-            finally:
-                worker.terminate()
-                await worker.wait()
+            await a_new_worker_finishes_it(own, stack, proxy, jira_url, request_id, tmp_path)
 
 
 async def test_requests_wait_out_a_jira_outage_and_finish_once_it_is_back(
@@ -248,18 +256,7 @@ async def test_a_worker_killed_inside_the_step_that_records_a_ticket_leaves_noth
             state = await status_becomes(stack, request_id, "in_progress")
             assert state["actions"][0]["status"] == "running"  # the ticket's report never committed
             proxy.answer_delay = 0.0
-            worker = await start_fulfillment(own, proxy.url, tmp_path)
-            try:
-                waiting = await status_becomes(stack, request_id, "awaiting_manual")
-                assert await issues_labelled(jira_url, label) == 1
-                async with aiohttp.ClientSession() as http:
-                    await JiraClient(jira_url, session=http).transition_to(
-                        waiting["actions"][0]["outputs"]["key"], "Done"
-                    )
-                await status_becomes(stack, request_id, "completed")
-            finally:
-                worker.terminate()
-                await worker.wait()
+            await a_new_worker_finishes_it(own, stack, proxy, jira_url, request_id, tmp_path)
             completions = await stack.pool.fetchval(
                 "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = "
                 "'RequestCompleted'",
