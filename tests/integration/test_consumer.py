@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -78,3 +79,55 @@ async def test_a_failing_event_is_dead_lettered_and_the_stream_goes_on(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_an_instance_whose_partition_moved_on_applies_nothing(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The instance froze; the group gave its partition to another, which claimed it. When it
+    wakes with a record still in hand, the claim check rolls its work back."""
+    from aiokafka import ConsumerRecord, TopicPartition
+
+    from pao.contracts.envelope import EventEnvelope
+    from pao.shared.consumer import Fenced
+    from pao.shared.relay import encode_envelope, record_headers
+
+    name = f"test-fence-{uuid.uuid4().hex[:8]}"
+    applied: list[str] = []
+
+    async def handle(delivery: Delivery[ev.ManualTicketUpdated]) -> None:
+        await delivery.conn.execute("SELECT 1")
+        applied.append(delivery.event.comment)
+
+    stale = EventConsumer(pool, settings, name=name, handlers={ev.ManualTicketUpdated: handle})
+    tp = TopicPartition("pao.request.events", 0)
+    stale._claims[tp] = "claim-of-the-frozen-instance"
+    await pool.execute(
+        "INSERT INTO consumer_partitions (consumer, topic, partition, owner) "
+        "VALUES ($1, $2, $3, $4)",
+        name,
+        tp.topic,
+        tp.partition,
+        "claim-of-the-new-owner",
+    )
+    event = ev.ManualTicketUpdated(request_id="r", action="a", key="K-1", comment="late")
+    envelope = EventEnvelope(
+        event_id=uuid.uuid4(),
+        event_type=event.event_type,
+        schema_version=1,
+        stream_id="request-r",
+        stream_version=1,
+        global_position=1,
+        occurred_at=datetime.now(UTC),
+        data=event.model_dump(mode="json"),
+    )
+    record = ConsumerRecord(
+        tp.topic, tp.partition, 7, 0, 0, b"request-r", encode_envelope(envelope), None, 0, 0,
+        record_headers(envelope),
+    )  # fmt: skip
+    with pytest.raises(Fenced):
+        await stale._handle_record(tp, record)
+    assert applied == ["late"]  # the handler ran, but its transaction did not commit
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM processed_events WHERE consumer = $1", name
+    )

@@ -97,6 +97,11 @@ FOR SHARE
 """
 
 
+#: How long a partition may wait for its last applied event to come back before the consumer
+#: checks whether the log still reaches it.
+_VERIFY_PATIENCE = 3.0
+
+
 class Fenced(Exception):
     """This instance no longer owns the partition: what it was applying is rolled back."""
 
@@ -152,8 +157,8 @@ class EventConsumer:
         self._attempts = attempts
         #: partition -> the claim this instance holds on it (one per assignment)
         self._claims: dict[TopicPartition, str] = {}
-        #: partition -> (offset, event id) to find again before reading on
-        self._verify: dict[TopicPartition, tuple[int, str]] = {}
+        #: partition -> (offset, event id, when to suspect the log) to find again before reading on
+        self._verify: dict[TopicPartition, tuple[int, str, float]] = {}
         self._broken: Exception | None = None
         self._stop = asyncio.Event()
         self.handled = 0
@@ -201,6 +206,8 @@ class EventConsumer:
                     raise _Rejoin(str(self._broken))
                 if batch:
                     await self._handle_batch(consumer, batch)
+                if self._verify:
+                    await self._beyond_the_log(consumer)
         finally:
             self._claims.clear()
             try:
@@ -224,22 +231,12 @@ class EventConsumer:
                     self.name,
                 )
             }
-        ends = await consumer.end_offsets(list(assigned)) if assigned else {}
+        now = asyncio.get_running_loop().time()
         for tp in assigned:
             next_offset, last_event = stored.get((tp.topic, tp.partition), (0, None))
-            if next_offset and last_event is not None and ends.get(tp, 0) >= next_offset:
+            if next_offset and last_event is not None:
                 consumer.seek(tp, next_offset - 1)  # read the last applied event again
-                self._verify[tp] = (next_offset - 1, str(last_event))
-            elif next_offset:
-                log.warning(
-                    "stored offset beyond the log; reading the partition again",
-                    consumer=self.name,
-                    partition=f"{tp.topic}/{tp.partition}",
-                    stored=next_offset,
-                    end=ends.get(tp),
-                )
-                self.resynchronised += 1
-                await consumer.seek_to_beginning(tp)
+                self._verify[tp] = (next_offset - 1, str(last_event), now + _VERIFY_PATIENCE)
             else:
                 await consumer.seek_to_beginning(tp)
         self._claims.update(claims)
@@ -249,13 +246,39 @@ class EventConsumer:
             partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned),
         )
 
+    async def _beyond_the_log(self, consumer: AIOKafkaConsumer) -> None:
+        """Partitions whose last applied event has not come back after a while: if the log now
+        ends before it (the broker lost its log and some brokers just wait at a position past
+        the end), read the partition again from its start. High watermarks can be reported short
+        for a moment, so only one that stays short is believed."""
+        now = asyncio.get_running_loop().time()
+        waiting = [tp for tp, (_, _, due) in self._verify.items() if due <= now]
+        if not waiting:
+            return
+        ends = await consumer.end_offsets(waiting)
+        for tp in waiting:
+            offset, event_id, _ = self._verify[tp]
+            if ends.get(tp, 0) > offset:
+                self._verify[tp] = (offset, event_id, now + _VERIFY_PATIENCE)
+                continue
+            log.warning(
+                "stored offset beyond the log; reading the partition again",
+                consumer=self.name,
+                partition=f"{tp.topic}/{tp.partition}",
+                stored=offset + 1,
+                end=ends.get(tp),
+            )
+            del self._verify[tp]
+            self.resynchronised += 1
+            consumer.seek(tp, 0)
+
     def _verified(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list) -> list:
         """The records after the one this partition was verified with; none (and the partition
         read again from its start) when the log does not hold that event there."""
         expected = self._verify.pop(tp, None)
         if expected is None:
             return records
-        offset, event_id = expected
+        offset, event_id, _ = expected
         first = records[0]
         if first.offset == offset and _header(first, "event_id") == event_id:
             return records[1:]
