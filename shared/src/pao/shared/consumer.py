@@ -197,9 +197,9 @@ class EventConsumer:
         self._claims.clear()
         self._verify.clear()
         self._broken = None
-        await consumer.start()
-        log.info("consumer started", consumer=self.name, topics=self._topics)
         try:
+            await consumer.start()
+            log.info("consumer started", consumer=self.name, topics=self._topics)
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=500)
                 if self._broken is not None:
