@@ -311,6 +311,19 @@ def decide_next(state: RequestState) -> list[ev.RequestEvent]:
     ]
 
 
+#: How the request records each of fulfilment's reports: the same facts, less the generation
+#: (which the request already knows of the action).
+_RECORDED_AS: dict[type[ev.ActionReport], type[ev.RequestEvent]] = {
+    ev.ExecutionStarted: ev.ActionStarted,
+    ev.ManualTicketOpened: ev.ActionAwaitingManual,
+    ev.ExecutionRetryScheduled: ev.ActionRetryScheduled,
+    ev.ExecutionSucceeded: ev.ActionSucceeded,
+    ev.ExecutionSkipped: ev.ActionSkipped,
+    ev.ExecutionFailed: ev.ActionFailed,
+    ev.TicketCommented: ev.ManualTicketUpdated,
+}
+
+
 def _recorded(state: RequestState, report: ev.ActionReport) -> ev.RequestEvent | None:
     """The request's record of a fulfilment report, or None when the report is stale: about a
     generation that was reset, an action already finished, or a request that has ended (only a
@@ -320,48 +333,10 @@ def _recorded(state: RequestState, report: ev.ActionReport) -> ev.RequestEvent |
     action = state.action(report.action)
     if report.generation != action.generation:
         return None
-    request_id, name = state.request_id, report.action
-    if isinstance(report, ev.TicketCommented):
-        return ev.ManualTicketUpdated(
-            request_id=request_id,
-            action=name,
-            key=report.key,
-            comment=report.comment,
-            priority=report.priority,
-        )
-    if state.status in TERMINAL or action.status in (*_DONE, "failed"):
+    ended = state.status in TERMINAL or action.status in (*_DONE, "failed")
+    if ended and not isinstance(report, ev.TicketCommented):
         return None
-    match report:
-        case ev.ExecutionStarted():
-            return ev.ActionStarted(
-                request_id=request_id,
-                action=name,
-                action_type=report.action_type,
-                attempt=report.attempt,
-                spec=report.spec,
-            )
-        case ev.ManualTicketOpened():
-            return ev.ActionAwaitingManual(
-                request_id=request_id, action=name, system=report.system, key=report.key,
-                url=report.url,
-            )  # fmt: skip
-        case ev.ExecutionRetryScheduled():
-            return ev.ActionRetryScheduled(
-                request_id=request_id,
-                action=name,
-                attempt=report.attempt,
-                error=report.error,
-                next_attempt_at=report.next_attempt_at,
-            )
-        case ev.ExecutionSucceeded():
-            return ev.ActionSucceeded(request_id=request_id, action=name, outputs=report.outputs)
-        case ev.ExecutionSkipped():
-            return ev.ActionSkipped(request_id=request_id, action=name, reason=report.reason)
-        case ev.ExecutionFailed():
-            return ev.ActionFailed(
-                request_id=request_id, action=name, error=report.error, attempts=report.attempts
-            )
-    return None
+    return _RECORDED_AS[type(report)].model_validate(report.model_dump(exclude={"generation"}))
 
 
 def decide_report(state: RequestState, report: ev.ActionReport) -> list[ev.RequestEvent]:
