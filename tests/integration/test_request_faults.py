@@ -4,6 +4,7 @@ Nothing acknowledged is lost and no ticket is opened twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -73,6 +74,32 @@ async def start_fulfillment(
     )
 
 
+@contextlib.asynccontextmanager
+async def stack_without_a_worker(
+    postgres_server: str,
+    settings: Settings,
+    keys: KeyStore,
+    jira_url: str,
+    broker: str,
+    tmp: Path,
+) -> AsyncIterator[tuple[Settings, Stack]]:
+    """Every service but fulfilment, in this process, on a database and a broker of its own;
+    the test runs (and kills) the worker as a process of its own."""
+    async with fresh_database(postgres_server) as dsn:
+        own = settings.model_copy(
+            update={
+                "database_url": dsn,
+                "kafka_bootstrap": broker,
+                "jira_url": jira_url,
+                "catalog_dir": REPO / "catalog",
+            }
+        )
+        async with running_stack(
+            own, keys, services=("gateway", "relay", "projector", "request"), data_dir=tmp
+        ) as stack:
+            yield own, stack
+
+
 async def a_new_worker_finishes_it(
     own: Settings, stack: Stack, proxy: TcpProxy, jira_url: str, request_id: str, tmp: Path
 ) -> None:
@@ -101,35 +128,26 @@ async def test_a_worker_killed_after_opening_a_ticket_resumes_without_a_second_o
     tmp_path: Path,
     own_broker: str,
 ) -> None:
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(
-            update={
-                "database_url": dsn,
-                "kafka_bootstrap": own_broker,
-                "jira_url": jira_url,
-                "catalog_dir": REPO / "catalog",
-            }
-        )
-        async with running_stack(
-            own, keys, services=("gateway", "relay", "projector", "request"), data_dir=tmp_path
-        ) as stack:
-            proxy.answer_delay = 3.0  # JIRA does the work at once but its answers arrive late
-            worker = await start_fulfillment(own, proxy.url, tmp_path)
-            try:
-                request_id = await submit(stack, "postgresql-standard", POSTGRES)
-                label = idempotency_label(request_id, "create_ticket")
+    async with stack_without_a_worker(
+        postgres_server, settings, keys, jira_url, own_broker, tmp_path
+    ) as (own, stack):
+        proxy.answer_delay = 3.0  # JIRA does the work at once but its answers arrive late
+        worker = await start_fulfillment(own, proxy.url, tmp_path)
+        try:
+            request_id = await submit(stack, "postgresql-standard", POSTGRES)
+            label = idempotency_label(request_id, "create_ticket")
 
-                async def opened() -> bool:
-                    return await issues_labelled(jira_url, label) == 1
+            async def opened() -> bool:
+                return await issues_labelled(jira_url, label) == 1
 
-                await eventually(opened, timeout=30, what="the worker to open the ticket")
-                state = await api(stack, "GET", f"/requests/{request_id}/status")
-                assert state["actions"][0]["status"] == "running"  # not recorded yet
-            finally:
-                worker.send_signal(signal.SIGKILL)
-                await worker.wait()
-            proxy.answer_delay = 0.0
-            await a_new_worker_finishes_it(own, stack, proxy, jira_url, request_id, tmp_path)
+            await eventually(opened, timeout=30, what="the worker to open the ticket")
+            state = await api(stack, "GET", f"/requests/{request_id}/status")
+            assert state["actions"][0]["status"] == "running"  # not recorded yet
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            await worker.wait()
+        proxy.answer_delay = 0.0
+        await a_new_worker_finishes_it(own, stack, proxy, jira_url, request_id, tmp_path)
 
 
 async def test_requests_wait_out_a_jira_outage_and_finish_once_it_is_back(
@@ -208,59 +226,49 @@ async def test_a_worker_killed_inside_the_step_that_records_a_ticket_leaves_noth
     """The worker is frozen inside the step that records the ticket, after the ticket's report
     is written and before its poll job is: a lock on the job table holds it there. Killed at that
     instant, it leaves nothing half done; the next worker finds the ticket and follows it."""
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(
-            update={
-                "database_url": dsn,
-                "kafka_bootstrap": own_broker,
-                "jira_url": jira_url,
-                "catalog_dir": REPO / "catalog",
-            }
-        )
-        async with running_stack(
-            own, keys, services=("gateway", "relay", "projector", "request"), data_dir=tmp_path
-        ) as stack:
-            proxy.answer_delay = 2.0  # time to take the lock while the answer is on its way
-            worker = await start_fulfillment(own, proxy.url, tmp_path)
-            blocker = await asyncpg.connect(dsn)
-            try:
-                request_id = await submit(stack, "postgresql-standard", POSTGRES)
-                label = idempotency_label(request_id, "create_ticket")
+    async with stack_without_a_worker(
+        postgres_server, settings, keys, jira_url, own_broker, tmp_path
+    ) as (own, stack):
+        proxy.answer_delay = 2.0  # time to take the lock while the answer is on its way
+        worker = await start_fulfillment(own, proxy.url, tmp_path)
+        blocker = await asyncpg.connect(own.database_url)
+        try:
+            request_id = await submit(stack, "postgresql-standard", POSTGRES)
+            label = idempotency_label(request_id, "create_ticket")
 
-                async def opened() -> bool:
-                    return await issues_labelled(jira_url, label) == 1
+            async def opened() -> bool:
+                return await issues_labelled(jira_url, label) == 1
 
-                await eventually(opened, timeout=30, what="the worker to open the ticket")
-                locking = blocker.transaction()
-                await locking.start()
-                await blocker.execute("LOCK TABLE fulfillment_jobs IN SHARE MODE")
+            await eventually(opened, timeout=30, what="the worker to open the ticket")
+            locking = blocker.transaction()
+            await locking.start()
+            await blocker.execute("LOCK TABLE fulfillment_jobs IN SHARE MODE")
 
-                async def frozen_mid_step() -> bool:
-                    return bool(
-                        await stack.pool.fetchval(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND application_name LIKE 'pao-fulfillment%' "
-                            "AND query LIKE '%INSERT INTO fulfillment_jobs%'"
-                        )
+            async def frozen_mid_step() -> bool:
+                return bool(
+                    await stack.pool.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND application_name LIKE 'pao-fulfillment%' "
+                        "AND query LIKE '%INSERT INTO fulfillment_jobs%'"
                     )
+                )
 
-                await eventually(frozen_mid_step, timeout=30, what="the worker to reach the poll")
-                worker.send_signal(signal.SIGKILL)
+            await eventually(frozen_mid_step, timeout=30, what="the worker to reach the poll")
+            worker.send_signal(signal.SIGKILL)
+            await worker.wait()
+            await locking.rollback()
+        finally:
+            if worker.returncode is None:
+                worker.kill()
                 await worker.wait()
-                await locking.rollback()
-            finally:
-                if worker.returncode is None:
-                    worker.kill()
-                    await worker.wait()
-                await blocker.close()
-            state = await status_becomes(stack, request_id, "in_progress")
-            assert state["actions"][0]["status"] == "running"  # the ticket's report never committed
-            proxy.answer_delay = 0.0
-            await a_new_worker_finishes_it(own, stack, proxy, jira_url, request_id, tmp_path)
-            completions = await stack.pool.fetchval(
-                "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = "
-                "'RequestCompleted'",
-                f"request-{request_id}",
-            )
-            assert completions == 1
-            assert await issues_labelled(jira_url, label) == 1
+            await blocker.close()
+        state = await status_becomes(stack, request_id, "in_progress")
+        assert state["actions"][0]["status"] == "running"  # the ticket's report never committed
+        proxy.answer_delay = 0.0
+        await a_new_worker_finishes_it(own, stack, proxy, jira_url, request_id, tmp_path)
+        completions = await stack.pool.fetchval(
+            "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = 'RequestCompleted'",
+            f"request-{request_id}",
+        )
+        assert completions == 1
+        assert await issues_labelled(jira_url, label) == 1
