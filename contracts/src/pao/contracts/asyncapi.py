@@ -17,7 +17,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from pao.contracts.envelope import EventEnvelope
-from pao.contracts.events import CATALOG_EVENTS, FULFILLMENT_EVENTS, REQUEST_EVENTS, Event
+from pao.contracts.events import (
+    CATALOG_EVENTS,
+    FULFILLMENT_EVENTS,
+    REQUEST_EVENTS,
+    RESOURCE_EVENTS,
+    Event,
+)
 from pao.contracts.topics import ALL_TOPICS, CATEGORIES, DEAD_LETTER_TOPIC, topic_for_category
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -27,6 +33,7 @@ SCHEMAS = "#/components/schemas/"
 #: Event types per stream category; categories not listed publish none yet.
 EVENTS_BY_CATEGORY: dict[str, dict[str, type[Event]]] = {
     "request": REQUEST_EVENTS,
+    "resource": RESOURCE_EVENTS,
     "fulfillment": FULFILLMENT_EVENTS,
     "catalog": CATALOG_EVENTS,
 }
@@ -37,6 +44,11 @@ _STREAM_KEYS: dict[str, dict[str, Any]] = {
         "type": "string",
         "pattern": "^request-[0-9a-f-]{36}$",
         "description": "The stream id `request-<request_id>`: one request, one partition.",
+    },
+    "resource": {
+        "type": "string",
+        "pattern": "^resource-[0-9a-f-]{36}$",
+        "description": "The stream id `resource-<resource_id>`: one resource, one partition.",
     },
     "fulfillment": {
         "type": "string",
@@ -54,7 +66,9 @@ _STREAM_KEYS: dict[str, dict[str, Any]] = {
 _TOPIC_DESCRIPTIONS: dict[str, str] = {
     "request": "Every event of every request, as the request service decided it: submission, "
     "each action dispatched and its progress as recorded by the request, the outcome, retries, "
-    "aborts and escalations.",
+    "aborts, escalations, approvals and Terraform plans.",
+    "resource": "What requests made, through their lives: provisioning, active, updating, "
+    "decommissioning, decommissioned or failed, with the request that caused each change.",
     "catalog": "Changes to the served catalog: items and bundles published, updated or removed, "
     "and each refresh (or failed refresh).",
     "fulfillment": "What fulfilment did with each dispatched action (one generation of it): "

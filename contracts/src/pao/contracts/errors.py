@@ -222,6 +222,34 @@ IDEMPOTENCY_KEY_REUSED = _register(
     "Use a new Idempotency-Key for a different request body.",
 )
 
+NOT_AN_APPROVER = _register(
+    "PAO-REQ-004",
+    403,
+    "You may not decide this approval",
+    "Only the approvers the item's policy names decide, and never the requester; "
+    "`devctl approvals list` shows what waits for you.",
+)
+NO_PLAN = _register(
+    "PAO-REQ-005",
+    404,
+    "The request has no Terraform plan",
+    "Only Terraform actions plan; `devctl request get ID` shows the request's actions.",
+)
+
+# RES: resources (what requests made).
+RESOURCE_NOT_FOUND = _register(
+    "PAO-RES-001",
+    404,
+    "No such resource",
+    "List your resources with `devctl resource list`.",
+)
+RESOURCE_STATE_CONFLICT = _register(
+    "PAO-RES-002",
+    409,
+    "The resource's state does not allow this",
+    "Check the resource with `devctl resource get ID`; wait for its current request to end.",
+)
+
 # VAL: validating items, requests and templates.
 INVALID_ITEM_FILE = _register(
     "PAO-VAL-001",

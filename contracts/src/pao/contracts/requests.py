@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,9 @@ class SubmitBody(BaseModel):
 
     item_id: str = Field(min_length=1, max_length=100)
     inputs: dict[str, Any] = Field(default_factory=dict)
+    #: when the resource is decommissioned by itself (ISO 8601 with a zone), within the
+    #: item's TTL policy
+    expires_at: datetime | None = None
 
 
 class AbortBody(BaseModel):
@@ -33,3 +37,29 @@ class EscalateBody(BaseModel):
 
     reason: str = Field(min_length=3, max_length=2000)
     urgency: Urgency = "high"
+
+
+class UpdateResourceBody(BaseModel):
+    """`POST /resources/{id}/update`: the whole new set of inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any]
+
+
+class DecommissionBody(BaseModel):
+    """`POST /resources/{id}/decommission`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+class DecisionBody(BaseModel):
+    """`POST /requests/{id}/approve` and `.../reject`. `plan_id`, when given, must be the plan
+    that waits (so an approver approves what they saw)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, min_length=1, max_length=2000)
+    plan_id: str | None = Field(default=None, max_length=100)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pao.contracts.envelope import stream_category
 
 #: Stream categories PAO writes; each has its own topic.
-CATEGORIES: tuple[str, ...] = ("request", "catalog", "fulfillment", "notification", "system")
+CATEGORIES: tuple[str, ...] = (
+    "request",
+    "resource",
+    "catalog",
+    "fulfillment",
+    "notification",
+    "system",
+)
 
 #: Where an event that keeps failing in a consumer is parked, with the reason.
 DEAD_LETTER_TOPIC = "pao.deadletter"

@@ -203,6 +203,8 @@ def template_context(
     default_environment: str = "dev",
     environment: str | None = None,
     secrets: Mapping[str, Any] | None = None,
+    kind: str = "create",
+    resource_id: str | None = None,
 ) -> dict[str, Any]:
     """The scopes every template of `item` renders against: the one builder for previews,
     validation, `test/variables` and execution alike, so a preview renders what a run renders.
@@ -222,6 +224,8 @@ def template_context(
             "environment": environment,
             "item_id": metadata["id"],
             "item_version": metadata["version"],
+            "kind": kind,
+            "resource_id": resource_id or request_id,
         },
         "item": {
             k: metadata.get(k)

@@ -23,7 +23,16 @@ from pao.spec.sandbox import ENVIRONMENT, MAX_LOOP_DEPTH
 SCOPE_FIELDS: dict[str, frozenset[str] | None] = {
     "user": frozenset({"id", "name", "email", "teams"}),
     "request": frozenset(
-        {"id", "correlation_id", "created_at", "environment", "item_id", "item_version"}
+        {
+            "id",
+            "correlation_id",
+            "created_at",
+            "environment",
+            "item_id",
+            "item_version",
+            "kind",
+            "resource_id",
+        }
     ),
     "item": frozenset({"id", "name", "version", "category", "owner", "description", "tags"}),
     "system": frozenset({"platform_name", "region", "jira_url", "gateway_url"}),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pao.contracts.events.base import REGISTRY, Event
+from pao.contracts.events.request import PlanSummary
 
 
 def fulfillment_stream(request_id: str) -> str:
@@ -33,6 +34,32 @@ class ExecutionStarted(ActionReport):
     action_type: str
     attempt: int
     spec: dict[str, Any]
+
+
+class ExecutionPlanned(ActionReport):
+    """A Terraform plan of the action is stored; nothing was applied yet."""
+
+    event_type: ClassVar[str] = "ExecutionPlanned"
+    plan: PlanSummary
+    #: the stored plan this one replaces because it no longer applied
+    replaces: str | None = None
+
+
+class ExecutionApplying(ActionReport):
+    """An attempt to apply a stored plan began."""
+
+    event_type: ClassVar[str] = "ExecutionApplying"
+    plan_id: str
+    attempt: int
+
+
+class ExecutionLogged(ActionReport):
+    """A line of the action's own output as it runs (secrets redacted)."""
+
+    event_type: ClassVar[str] = "ExecutionLogged"
+    level: str
+    message: str
+    address: str | None = None
 
 
 class ManualTicketOpened(ActionReport):
@@ -86,6 +113,9 @@ class TicketCommented(ActionReport):
 
 FULFILLMENT_EVENTS = REGISTRY.register(
     ExecutionStarted,
+    ExecutionPlanned,
+    ExecutionApplying,
+    ExecutionLogged,
     ManualTicketOpened,
     ExecutionRetryScheduled,
     ExecutionSucceeded,

@@ -12,7 +12,7 @@ a failed one).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,13 +34,51 @@ class Requester(BaseModel):
     teams: list[str] = []
 
 
+class Approvers(BaseModel):
+    """Who may approve: named users, members of teams, holders of roles."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    users: list[str] = []
+    teams: list[str] = []
+    roles: list[str] = []
+
+
+class ApprovalPolicy(BaseModel):
+    """An approval the item's policy asks for on this request (its environment and kind were
+    already checked at submission). `needed`: one approver (`any`) or every named user plus one
+    member of each team and one holder of each role (`all`). `changes`: for a Terraform action,
+    only when its plan makes one of these changes (e.g. `delete`, `replace`); empty: always."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    approvers: Approvers
+    needed: Literal["any", "all"] = "any"
+    changes: list[str] = []
+
+
 class PlannedAction(BaseModel):
-    """One action of the pinned item, in the order it runs."""
+    """One action of the pinned item, in the order it runs, with its approval if one applies."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     type: str
+    approval: ApprovalPolicy | None = None
+
+
+class PlanSummary(BaseModel):
+    """What a Terraform plan would do: counts and each resource's change (sensitive values
+    masked)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plan_id: str
+    destroy: bool = False
+    counts: dict[str, int]
+    changes: list[dict[str, Any]]
+    #: how many changes were left out of `changes` (a very large plan is summarised)
+    truncated: int = 0
 
 
 class RequestEvent(Event):
@@ -53,11 +91,13 @@ class RequestSubmitted(RequestEvent):
 
     The item's definition stays in the catalog stream (`CatalogItemPublished` / `Updated` with
     that hash); the event carries what every consumer needs: the actions in order and whether the
-    item falls back to a manual ticket.
+    item falls back to a manual ticket. `kind` says what the request does to its resource
+    (`resource_id`): create it, update it with new inputs, or decommission it. `approval` is
+    the approval the whole request waits for before its first action, if the policy asks one.
     """
 
     event_type: ClassVar[str] = "RequestSubmitted"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     request_status: ClassVar[str | None] = "submitted"
     request_id: str
     item_id: str
@@ -72,6 +112,13 @@ class RequestSubmitted(RequestEvent):
     environment: str
     requester: Requester
     idempotency_key: str | None = None
+    kind: Literal["create", "update", "decommission"] = "create"
+    resource_id: str | None = None
+    approval: ApprovalPolicy | None = None
+    #: when the resource is to be decommissioned by itself (ISO 8601), if ever
+    expires_at: str | None = None
+    #: why (for a decommission)
+    reason: str | None = None
 
 
 class ActionDispatched(RequestEvent):
@@ -83,6 +130,85 @@ class ActionDispatched(RequestEvent):
     action: str
     action_type: str
     generation: int = 0
+
+
+class ActionPlanned(RequestEvent):
+    """A Terraform action's plan is ready (stored by fulfilment, applied only as planned)."""
+
+    event_type: ClassVar[str] = "ActionPlanned"
+    request_id: str
+    action: str
+    plan: PlanSummary
+    #: the plan this one replaces because it no longer applied (state moved on)
+    replaces: str | None = None
+
+
+class ApplyDispatched(RequestEvent):
+    """The request asks fulfilment to apply exactly this plan of the action."""
+
+    event_type: ClassVar[str] = "ApplyDispatched"
+    request_status: ClassVar[str | None] = "in_progress"
+    request_id: str
+    action: str
+    generation: int = 0
+    plan_id: str
+
+
+class ActionApplying(RequestEvent):
+    """Fulfilment began applying a plan (an attempt of it)."""
+
+    event_type: ClassVar[str] = "ActionApplying"
+    request_id: str
+    action: str
+    plan_id: str
+    attempt: int
+
+
+class ActionLogged(RequestEvent):
+    """A line of an action's own output while it runs (Terraform's progress, diagnostics)."""
+
+    event_type: ClassVar[str] = "ActionLogged"
+    request_id: str
+    action: str
+    level: str
+    message: str
+    address: str | None = None
+
+
+class ApprovalRequested(RequestEvent):
+    """The request waits for approval: of the whole request (`action` None), of an action
+    before it runs, or of a Terraform action's plan (`plan_id`)."""
+
+    event_type: ClassVar[str] = "ApprovalRequested"
+    request_status: ClassVar[str | None] = "awaiting_approval"
+    request_id: str
+    action: str | None = None
+    plan_id: str | None = None
+    policy: ApprovalPolicy
+
+
+class ApprovalDecided(RequestEvent):
+    """One approver's decision, with who, why and on what."""
+
+    event_type: ClassVar[str] = "ApprovalDecided"
+    request_id: str
+    action: str | None = None
+    plan_id: str | None = None
+    by: str
+    by_teams: list[str] = []
+    by_roles: list[str] = []
+    decision: Literal["approved", "rejected"]
+    comment: str | None = None
+
+
+class ApprovalGranted(RequestEvent):
+    """Enough approvers said yes; the request goes on."""
+
+    event_type: ClassVar[str] = "ApprovalGranted"
+    request_status: ClassVar[str | None] = "in_progress"
+    request_id: str
+    action: str | None = None
+    plan_id: str | None = None
 
 
 class ActionStarted(RequestEvent):
@@ -226,6 +352,13 @@ class RequestEscalated(RequestEvent):
 REQUEST_EVENTS = REGISTRY.register(
     RequestSubmitted,
     ActionDispatched,
+    ActionPlanned,
+    ApplyDispatched,
+    ActionApplying,
+    ActionLogged,
+    ApprovalRequested,
+    ApprovalDecided,
+    ApprovalGranted,
     ActionStarted,
     ActionAwaitingManual,
     ActionSucceeded,
@@ -261,3 +394,9 @@ def _pin_the_item(data: Payload) -> Payload:
 def _status_unknown(data: Payload) -> Payload:
     """Version 1 did not record the request's status at the escalation."""
     return {**data, "status": None}
+
+
+@REGISTRY.upcaster("RequestSubmitted", 2)
+def _creates_without_resource(data: Payload) -> Payload:
+    """Version 2 requests created something and knew no resources, approvals or expiry."""
+    return {**data, "kind": "create", "resource_id": None, "approval": None, "expires_at": None}

@@ -1,0 +1,98 @@
+"""What each kind of request runs, which approvals apply to it, and how long a resource may live.
+
+An item's actions create its resource; an update runs them again with the new inputs (a
+Terraform action plans and applies its resource's workspace again, so infrastructure changes in
+place); a decommission runs the item's declared teardown actions, then destroys each Terraform
+action's workspace, last first. An item with neither (a manual item) opens a ticket in the
+project of its first JIRA action. Request, fulfilment and previews all ask this module, so they
+agree on the action plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+KINDS = ("create", "update", "decommission")
+
+#: The name of the ticket a manual item's decommission opens when it declares no teardown.
+TEARDOWN = "teardown"
+
+
+def _default_teardown(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    jira_actions = [a for a in item["fulfillment"]["actions"] if a["type"] == "jira"]
+    if not jira_actions:
+        return None
+    first = jira_actions[0]["jira"]
+    name = item["metadata"]["name"]
+    return {
+        "name": TEARDOWN,
+        "type": "jira",
+        "description": "Remove what the item made (no teardown is declared).",
+        "jira": {
+            "project": first["project"],
+            "issue_type": first["issue_type"],
+            "summary": f"Decommission {name} for {{{{ user.name }}}} "
+            "({{ request.environment }}, resource {{ request.resource_id }})",
+            "description": (
+                f"Please remove the {name} made for resource {{{{ request.resource_id }}}}.\n\n"
+                "Inputs it was made with: {{ inputs | tojson }}\n\n"
+                "Requested through PAO, request {{ request.id }}."
+            ),
+            "labels": ["pao", "decommission"],
+        },
+    }
+
+
+def actions_for(item: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    """The actions a request of `kind` runs, in order."""
+    actions = list(item["fulfillment"]["actions"])
+    if kind != "decommission":
+        return actions
+    teardown = list((item.get("lifecycle") or {}).get("teardown") or [])
+    destroys = [a for a in reversed(actions) if a["type"] == "terraform"]
+    if not teardown and not destroys:
+        default = _default_teardown(item)
+        teardown = [default] if default else []
+    return [*teardown, *destroys]
+
+
+def destroys(action: Mapping[str, Any], kind: str) -> bool:
+    """Whether running `action` in a request of `kind` destroys what it made."""
+    return kind == "decommission" and action["type"] == "terraform"
+
+
+def applicable_approval(
+    policy: Mapping[str, Any] | None, *, environment: str, kind: str
+) -> dict[str, Any] | None:
+    """The approval a request needs from `policy`, once its environment and kind are known;
+    None when the policy does not apply. A remaining `changes` condition is for the plan."""
+    if not policy:
+        return None
+    when = policy.get("when") or {}
+    if "environments" in when and environment not in when["environments"]:
+        return None
+    if "kinds" in when and kind not in when["kinds"]:
+        return None
+    return {
+        "approvers": {k: list(v) for k, v in policy["approvers"].items()},
+        "needed": policy.get("needed", "any"),
+        "changes": list(when.get("changes") or []),
+    }
+
+
+def expiry_problem(
+    item: Mapping[str, Any], expires_at: datetime | None, *, now: datetime
+) -> str | None:
+    """Why `expires_at` is not allowed for the item, or None."""
+    ttl = (item.get("lifecycle") or {}).get("ttl") or {}
+    if expires_at is None:
+        return "this item needs an expires_at" if ttl.get("required") else None
+    if expires_at.tzinfo is None:
+        return "expires_at needs a time zone, e.g. 2026-12-24T18:00:00Z"
+    if expires_at <= now:
+        return "expires_at must be in the future"
+    if "max_days" in ttl and expires_at - now > timedelta(days=ttl["max_days"]):
+        return f"expires_at may be at most {ttl['max_days']} days away for this item"
+    return None
