@@ -14,16 +14,32 @@ from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.contracts.events import FALLBACK
 
-Status = Literal["submitted", "in_progress", "awaiting_manual", "completed", "failed", "aborted"]
+Status = Literal[
+    "submitted",
+    "in_progress",
+    "awaiting_approval",
+    "awaiting_manual",
+    "completed",
+    "failed",
+    "aborted",
+]
 ActionStatus = Literal[
-    "pending", "running", "awaiting_manual", "retrying", "succeeded", "skipped", "failed"
+    "pending",
+    "running",
+    "planned",
+    "awaiting_approval",
+    "awaiting_manual",
+    "retrying",
+    "succeeded",
+    "skipped",
+    "failed",
 ]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "aborted"})
 _DONE: frozenset[str] = frozenset({"succeeded", "skipped"})
 
 #: The version of the shape `RequestState.snapshot` writes; a read model holding another
 #: version refolds the request from its stream.
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 def next_status(current: str | None, event_type: str) -> str | None:
@@ -62,14 +78,63 @@ class ActionState:
     dispatched: bool = False
     started_at: str | None = None
     finished_at: str | None = None
+    #: the Terraform plan this generation works with (the latest one planned)
+    plan_id: str | None = None
 
     def reset(self) -> None:
         """Back to pending, as a new generation (a retry or a repeated fallback)."""
         self.status, self.error, self.attempts = "pending", None, 0
-        self.key = self.url = self.finished_at = None
+        self.key = self.url = self.finished_at = self.plan_id = None
         self.outputs = {}
         self.generation += 1
         self.dispatched = False
+
+
+@dataclass
+class Approval:
+    """An approval the request asked for: of the whole request (`action` None), of an action,
+    or of one plan of a Terraform action; and the decisions on it so far."""
+
+    action: str | None
+    plan_id: str | None
+    policy: dict[str, Any]
+    requested_at: str
+    state: Literal["pending", "approved", "rejected", "closed"] = "pending"
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def about(self, action: str | None, plan_id: str | None) -> bool:
+        return self.action == action and self.plan_id == plan_id
+
+    def complete_with(self, decision: ev.ApprovalDecided) -> bool:
+        """Whether the approvals so far and `decision` together are enough."""
+        approvals = [d for d in self.decisions if d["decision"] == "approved"]
+        approvals.append(
+            {"by": decision.by, "by_teams": decision.by_teams, "by_roles": decision.by_roles}
+        )
+        if self.policy.get("needed", "any") == "any":
+            return True
+        approvers = self.policy["approvers"]
+        users = {d["by"] for d in approvals}
+        teams = {t for d in approvals for t in d.get("by_teams") or ()}
+        roles = {r for d in approvals for r in d.get("by_roles") or ()}
+        return (
+            set(approvers.get("users") or ()) <= users
+            and set(approvers.get("teams") or ()) <= teams
+            and set(approvers.get("roles") or ()) <= roles
+        )
+
+
+@dataclass
+class PlanRecord:
+    """A Terraform plan of one of the request's actions and where it stands."""
+
+    action: str
+    generation: int
+    plan: dict[str, Any]
+    created_at: str
+    state: Literal[
+        "planned", "awaiting_approval", "approved", "applying", "applied", "stale", "rejected"
+    ] = "planned"
 
 
 @dataclass
@@ -101,6 +166,8 @@ class RequestState:
     correlation_id: str | None = None
     #: the automated action the manual fallback stands in for, while it does
     fallback_for: str | None = None
+    approvals: list[Approval] = field(default_factory=list)
+    plans: list[PlanRecord] = field(default_factory=list)
 
     @property
     def exists(self) -> bool:
@@ -108,6 +175,30 @@ class RequestState:
 
     def action(self, name: str) -> ActionState:
         return next(a for a in self.actions if a.name == name)
+
+    @property
+    def kind(self) -> str:
+        assert self.submitted is not None
+        return self.submitted.kind
+
+    def planned(self, name: str) -> ev.PlannedAction | None:
+        """The submitted plan of an action (None for the fallback, which has no policy)."""
+        assert self.submitted is not None
+        return next((a for a in self.submitted.actions if a.name == name), None)
+
+    def approval(self, action: str | None, plan_id: str | None) -> Approval | None:
+        """The latest approval asked for this (action, plan), unless a retry closed it."""
+        for approval in reversed(self.approvals):
+            if approval.about(action, plan_id):
+                return None if approval.state == "closed" else approval
+        return None
+
+    @property
+    def pending_approval(self) -> Approval | None:
+        return next((a for a in reversed(self.approvals) if a.state == "pending"), None)
+
+    def plan(self, plan_id: str) -> PlanRecord | None:
+        return next((p for p in reversed(self.plans) if p.plan["plan_id"] == plan_id), None)
 
     def has_action(self, name: str) -> bool:
         return any(a.name == name for a in self.actions)
@@ -152,6 +243,8 @@ class RequestState:
             self,
             actions=[replace(a, outputs=dict(a.outputs)) for a in self.actions],
             escalations=list(self.escalations),
+            approvals=[replace(a, decisions=list(a.decisions)) for a in self.approvals],
+            plans=[replace(p) for p in self.plans],
         )
 
     def apply(self, envelope: EventEnvelope) -> None:
@@ -178,6 +271,63 @@ class RequestState:
             case ev.ActionDispatched():
                 action = self.action(event.action)
                 action.dispatched, action.generation = True, event.generation
+            case ev.ActionPlanned():
+                action = self.action(event.action)
+                action.status, action.plan_id = "planned", event.plan.plan_id
+                if event.replaces and (stale := self.plan(event.replaces)) is not None:
+                    stale.state = "stale"
+                self.plans.append(
+                    PlanRecord(
+                        event.action, action.generation, event.plan.model_dump(mode="json"), at
+                    )
+                )
+            case ev.ApprovalRequested():
+                self.approvals.append(
+                    Approval(event.action, event.plan_id, event.policy.model_dump(mode="json"), at)
+                )
+                if event.action is not None and self.has_action(event.action):
+                    self.action(event.action).status = "awaiting_approval"
+                if event.plan_id and (plan := self.plan(event.plan_id)) is not None:
+                    plan.state = "awaiting_approval"
+            case ev.ApprovalDecided():
+                approval = self.approval(event.action, event.plan_id)
+                if approval is not None:
+                    approval.decisions.append(
+                        {
+                            "by": event.by,
+                            "by_teams": list(event.by_teams),
+                            "by_roles": list(event.by_roles),
+                            "decision": event.decision,
+                            "comment": event.comment,
+                            "at": at,
+                        }
+                    )
+                    if event.decision == "rejected":
+                        approval.state = "rejected"
+                        if event.plan_id and (plan := self.plan(event.plan_id)) is not None:
+                            plan.state = "rejected"
+                        if event.action is not None and self.has_action(event.action):
+                            action = self.action(event.action)
+                            action.status, action.finished_at = "failed", at
+                            action.error = f"rejected by {event.by}: {event.comment or ''}"
+            case ev.ApprovalGranted():
+                approval = self.approval(event.action, event.plan_id)
+                if approval is not None:
+                    approval.state = "approved"
+                if event.plan_id and (plan := self.plan(event.plan_id)) is not None:
+                    plan.state = "approved"
+                if event.action is not None and self.has_action(event.action):
+                    action = self.action(event.action)
+                    if action.status == "awaiting_approval":
+                        action.status = "planned" if event.plan_id else "pending"
+            case ev.ApplyDispatched():
+                action = self.action(event.action)
+                action.status = "running"
+                if (plan := self.plan(event.plan_id)) is not None:
+                    plan.state = "applying"
+            case ev.ActionApplying():
+                action = self.action(event.action)
+                action.status, action.attempts, action.error = "running", event.attempt, None
             case ev.ActionStarted():
                 action = self.action(event.action)
                 action.status, action.attempts, action.error = "running", event.attempt, None
@@ -193,6 +343,8 @@ class RequestState:
                 action = self.action(event.action)
                 action.status, action.outputs, action.error = "succeeded", event.outputs, None
                 action.finished_at = at
+                if action.plan_id and (plan := self.plan(action.plan_id)) is not None:
+                    plan.state = "applied"
             case ev.ActionSkipped():
                 action = self.action(event.action)
                 action.status, action.finished_at = "skipped", at
@@ -214,6 +366,9 @@ class RequestState:
                 self.failure = self.fallback_for = self.last_error = None
                 for name in event.actions:
                     self.action(name).reset()
+                for approval in self.approvals:
+                    if approval.state in ("pending", "rejected"):
+                        approval.state = "closed"
             case ev.RequestAborted():
                 self.aborted_reason = event.reason
                 self.last_error = f"aborted by {event.by}: {event.reason}"
@@ -240,6 +395,8 @@ class RequestState:
         data["submitted"] = ev.RequestSubmitted.model_validate(data["submitted"])
         data["actions"] = [ActionState(**a) for a in data["actions"]]
         data["escalations"] = [Escalation(**e) for e in data["escalations"]]
+        data["approvals"] = [Approval(**a) for a in data["approvals"]]
+        data["plans"] = [PlanRecord(**p) for p in data["plans"]]
         return cls(**data)
 
 
@@ -288,10 +445,17 @@ def decide_escalate(
 
 
 def decide_next(state: RequestState) -> list[ev.RequestEvent]:
-    """What moves the request on now: dispatch the next action, or complete; nothing while an
-    action is under way or the request has ended."""
+    """What moves the request on now: ask for an approval the policy wants, dispatch the next
+    action, or complete; nothing while an action or an approval is under way, or once ended."""
     if not state.exists or state.status in TERMINAL:
         return []
+    assert state.submitted is not None
+    if state.submitted.approval is not None:
+        asked = state.approval(None, None)
+        if asked is None:
+            return [_ask(state, None, None, state.submitted.approval)]
+        if asked.state != "approved":
+            return []
     action = state.next_action()
     if action is None:
         return (
@@ -301,6 +465,14 @@ def decide_next(state: RequestState) -> list[ev.RequestEvent]:
         )
     if action.status != "pending" or action.dispatched:
         return []
+    planned = state.planned(action.name)
+    # A Terraform action's approval comes after its plan, so approvers see what it will do.
+    if planned is not None and planned.approval is not None and action.type != "terraform":
+        asked = state.approval(action.name, None)
+        if asked is None:
+            return [_ask(state, action.name, None, planned.approval)]
+        if asked.state != "approved":
+            return []
     return [
         ev.ActionDispatched(
             request_id=state.request_id,
@@ -311,10 +483,117 @@ def decide_next(state: RequestState) -> list[ev.RequestEvent]:
     ]
 
 
+def _ask(
+    state: RequestState, action: str | None, plan_id: str | None, policy: ev.ApprovalPolicy
+) -> ev.ApprovalRequested:
+    return ev.ApprovalRequested(
+        request_id=state.request_id, action=action, plan_id=plan_id, policy=policy
+    )
+
+
+def _needs_approval(policy: ev.ApprovalPolicy, plan: ev.PlanSummary) -> bool:
+    """Whether a plan needs the policy's approval: a plan that changes nothing never does."""
+    if not any(plan.counts.values()):
+        return False
+    if not policy.changes:
+        return True
+    return any(change.get("action") in policy.changes for change in plan.changes)
+
+
+def _after_plan(state: RequestState, planned: ev.ActionPlanned) -> list[ev.RequestEvent]:
+    """A plan is ready: ask for its approval when the policy wants one, else apply it."""
+    action = state.planned(planned.action)
+    policy = action.approval if action is not None else None
+    if policy is not None and _needs_approval(policy, planned.plan):
+        return [_ask(state, planned.action, planned.plan.plan_id, policy)]
+    return [
+        ev.ApplyDispatched(
+            request_id=state.request_id,
+            action=planned.action,
+            generation=state.action(planned.action).generation,
+            plan_id=planned.plan.plan_id,
+        )
+    ]
+
+
+class NotAnApprover(Exception):
+    """The caller may not decide this approval; the message says why."""
+
+
+@dataclass(frozen=True)
+class Decider:
+    """Who decides an approval: their user id, teams and roles."""
+
+    user: str
+    teams: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+
+def decide_approval(
+    state: RequestState, decider: Decider, *, approve: bool, comment: str | None
+) -> list[ev.RequestEvent]:
+    """An approver's decision on what the request waits for, and what follows from it: the
+    request goes on once enough approvers said yes, and fails with the reason on a no."""
+    assert state.submitted is not None
+    waiting = state.pending_approval
+    if state.status != "awaiting_approval" or waiting is None:
+        raise CommandRejected(f"the request does not wait for an approval; it is {state.status}")
+    if decider.user == state.submitted.requester.id:
+        raise NotAnApprover("a requester cannot approve or reject their own request")
+    approvers = waiting.policy["approvers"]
+    teams = sorted(set(decider.teams) & set(approvers.get("teams") or ()))
+    roles = sorted(set(decider.roles) & set(approvers.get("roles") or ()))
+    if decider.user not in (approvers.get("users") or ()) and not teams and not roles:
+        raise NotAnApprover(f"{decider.user} is not an approver of this request")
+    if any(d["by"] == decider.user for d in waiting.decisions):
+        raise CommandRejected(f"{decider.user} already decided on this approval")
+    decision = ev.ApprovalDecided(
+        request_id=state.request_id,
+        action=waiting.action,
+        plan_id=waiting.plan_id,
+        by=decider.user,
+        by_teams=teams,
+        by_roles=roles,
+        decision="approved" if approve else "rejected",
+        comment=comment,
+    )
+    if not approve:
+        what = waiting.action or "approval"
+        reason = f"rejected by {decider.user}" + (f": {comment}" if comment else "")
+        return [
+            decision,
+            ev.RequestFailed(request_id=state.request_id, action=what, error=reason),
+        ]
+    if not waiting.complete_with(decision):
+        return [decision]
+    granted = ev.ApprovalGranted(
+        request_id=state.request_id, action=waiting.action, plan_id=waiting.plan_id
+    )
+    after = state.copy()
+    now = datetime.now(UTC).isoformat()
+    after._apply(decision, now)
+    after._apply(granted, now)
+    if waiting.plan_id is not None and waiting.action is not None:
+        follow: list[ev.RequestEvent] = [
+            ev.ApplyDispatched(
+                request_id=state.request_id,
+                action=waiting.action,
+                generation=after.action(waiting.action).generation,
+                plan_id=waiting.plan_id,
+            )
+        ]
+    else:
+        follow = decide_next(after)
+    return [decision, granted, *follow]
+
+
 #: How the request records each of fulfilment's reports: the same facts, less the generation
 #: (which the request already knows of the action).
 _RECORDED_AS: dict[type[ev.ActionReport], type[ev.RequestEvent]] = {
     ev.ExecutionStarted: ev.ActionStarted,
+    ev.ExecutionPlanned: ev.ActionPlanned,
+    ev.ExecutionApplying: ev.ActionApplying,
+    ev.ExecutionLogged: ev.ActionLogged,
     ev.ManualTicketOpened: ev.ActionAwaitingManual,
     ev.ExecutionRetryScheduled: ev.ActionRetryScheduled,
     ev.ExecutionSucceeded: ev.ActionSucceeded,
@@ -364,4 +643,6 @@ def decide_report(state: RequestState, report: ev.ActionReport) -> list[ev.Reque
             )
     elif isinstance(recorded, ev.ActionSucceeded | ev.ActionSkipped):
         decided += decide_next(after)
+    elif isinstance(recorded, ev.ActionPlanned):
+        decided += _after_plan(after, recorded)
     return decided

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from pao.request import process
+from pao.request import lifecycle, process
 from pao.request.projection import Projector, rebuild
 from pao.request.states import RequestStates
 from pao.shared.runtime import Scope
@@ -15,7 +15,9 @@ MIGRATIONS = "pao.request.migrations"
 
 async def start_process_manager(scope: Scope) -> None:
     """Follow request events and fulfilment reports; decide each request's next step."""
-    await scope.consume(process.CONSUMER, process.handlers(RequestStates(scope.store)))
+    states = RequestStates(scope.store)
+    await scope.consume(process.CONSUMER, process.handlers(states))
+    await scope.consume(lifecycle.CONSUMER, lifecycle.handlers(states))
 
 
 async def start_projector(scope: Scope) -> Projector:

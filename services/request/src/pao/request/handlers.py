@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pao.contracts import errors
@@ -16,15 +17,22 @@ from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, 
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.request.aggregate import (
     CommandRejected,
+    Decider,
+    NotAnApprover,
     RequestState,
     decide_abort,
+    decide_approval,
     decide_escalate,
     decide_retry,
     fold,
     stream_of,
 )
+from pao.request.resource import ChangeRefused, ResourceState, decide_change
+from pao.request.resource import fold as fold_resource
+from pao.request.resource import stream_of as resource_stream_of
 from pao.shared.eventstore import ConcurrencyConflict, EventStore
 from pao.spec.forms import input_problems
+from pao.spec.lifecycle import actions_for, applicable_approval, expiry_problem
 from pao.spec.rendering import RenderError, apply_defaults, preview_context, render_actions
 
 _ATTEMPTS = 5
@@ -129,6 +137,68 @@ def check_inputs(
         ) from exc
 
 
+def _approval(policy: dict[str, Any] | None, *, environment: str, kind: str):
+    applies = applicable_approval(policy, environment=environment, kind=kind)
+    return ev.ApprovalPolicy.model_validate(applies) if applies else None
+
+
+def _submission(
+    cmd: SubmitRequest,
+    *,
+    item: dict[str, Any],
+    item_hash: str,
+    default_environment: str,
+    kind: str,
+    resource_id: str,
+    expires_at: str | None = None,
+    reason: str | None = None,
+) -> ev.RequestSubmitted:
+    """The RequestSubmitted of a new request of `kind`: its actions and the approvals that
+    apply to them in its environment."""
+    metadata, fulfillment = item["metadata"], item["fulfillment"]
+    resolved = apply_defaults(item["form"]["schema"], cmd.inputs)
+    environment = str(resolved.get("environment") or default_environment)
+    return ev.RequestSubmitted(
+        request_id=str(uuid.uuid4()),
+        item_id=metadata["id"],
+        item_version=metadata["version"],
+        item_hash=item_hash,
+        item_name=metadata["name"],
+        owner_team=metadata["owner"],
+        actions=[
+            ev.PlannedAction(
+                name=a["name"],
+                type=a["type"],
+                approval=_approval(a.get("approval"), environment=environment, kind=kind),
+            )
+            for a in actions_for(item, kind)
+        ],
+        manual_fallback=(fulfillment.get("fallback") or {}).get("strategy") == "manual",
+        inputs=cmd.inputs,
+        resolved_inputs=resolved,
+        environment=environment,
+        requester=cmd.requester,
+        idempotency_key=cmd.idempotency_key,
+        kind=kind,  # type: ignore[arg-type]
+        resource_id=resource_id,
+        approval=_approval(fulfillment.get("approval"), environment=environment, kind=kind),
+        expires_at=expires_at,
+        reason=reason,
+    )
+
+
+def check_expiry(item: dict[str, Any], expires_at: datetime | None) -> str | None:
+    """`expires_at` as stored, once the item's TTL policy allows it."""
+    problem = expiry_problem(item, expires_at, now=datetime.now(UTC))
+    if problem:
+        raise PaoError(
+            errors.INVALID_INPUT,
+            problem,
+            details=[ErrorDetail(field="/expires_at", message=problem)],
+        )
+    return expires_at.astimezone(UTC).isoformat() if expires_at else None
+
+
 async def submit_request(
     cmd: SubmitRequest,
     *,
@@ -139,8 +209,10 @@ async def submit_request(
     correlation_id: str | None,
     system: dict[str, Any] | None = None,
     environments: dict[str, dict[str, Any]] | None = None,
+    expires_at: datetime | None = None,
 ) -> Submitted:
-    """Validate, then record RequestSubmitted (once per Idempotency-Key and requester)."""
+    """Validate, then record RequestSubmitted (once per Idempotency-Key and requester); the
+    request creates a new resource."""
     check_inputs(
         item,
         cmd.inputs,
@@ -149,24 +221,17 @@ async def submit_request(
         environments=environments,
         default_environment=default_environment,
     )
-    metadata, fulfillment = item["metadata"], item["fulfillment"]
-    resolved = apply_defaults(item["form"]["schema"], cmd.inputs)
-    request_id = str(uuid.uuid4())
-    event = ev.RequestSubmitted(
-        request_id=request_id,
-        item_id=metadata["id"],
-        item_version=metadata["version"],
+    event = _submission(
+        cmd,
+        item=item,
         item_hash=item_hash,
-        item_name=metadata["name"],
-        owner_team=metadata["owner"],
-        actions=[ev.PlannedAction(name=a["name"], type=a["type"]) for a in fulfillment["actions"]],
-        manual_fallback=(fulfillment.get("fallback") or {}).get("strategy") == "manual",
-        inputs=cmd.inputs,
-        resolved_inputs=resolved,
-        environment=str(resolved.get("environment") or default_environment),
-        requester=cmd.requester,
-        idempotency_key=cmd.idempotency_key,
+        default_environment=default_environment,
+        kind="create",
+        resource_id=str(uuid.uuid4()),
+        expires_at=check_expiry(item, expires_at),
     )
+    request_id = event.request_id
+    metadata = item["metadata"]
     new = event.new(correlation_id=correlation_id, actor=cmd.requester.id)
     if not cmd.idempotency_key:
         await store.append(stream_of(request_id), [new], 0)
@@ -191,6 +256,178 @@ async def submit_request(
         assert earlier is not None
         return earlier
     return Submitted(request_id, metadata["id"], metadata["version"], created=True)
+
+
+_CLAIM_KEY_ALONE = (
+    "INSERT INTO submit_idempotency (requester, key, body_hash, request_id, item_id, "
+    "item_version) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING request_id"
+)
+
+
+async def load_resource(store: EventStore, resource_id: str) -> ResourceState:
+    """The resource from its stream (the write side), or 404."""
+    state = fold_resource(resource_id, await store.read_stream(resource_stream_of(resource_id)))
+    if not state.exists:
+        raise PaoError(
+            errors.RESOURCE_NOT_FOUND,
+            f"no resource {resource_id}",
+            details=[ErrorDetail(field="resource_id", message=resource_id)],
+        )
+    return state
+
+
+async def change_resource(
+    cmd: SubmitRequest,
+    *,
+    resource_id: str,
+    kind: str,
+    store: EventStore,
+    item: dict[str, Any],
+    item_hash: str,
+    default_environment: str,
+    correlation_id: str | None,
+    authorize: Authorize,
+    system: dict[str, Any] | None = None,
+    environments: dict[str, dict[str, Any]] | None = None,
+    reason: str | None = None,
+) -> Submitted:
+    """Start an update (new inputs) or a decommission of a resource: a request of its own,
+    recorded in one transaction with the resource's move to updating or decommissioning (at
+    the resource's version, so two changes cannot start at once)."""
+    for _ in range(_ATTEMPTS):
+        resource = await load_resource(store, resource_id)
+        authorize(Ownership(resource_id, resource.owner, resource.owner_team))
+        if kind == "update":
+            environment = cmd.inputs.get("environment", resource.environment)
+            if environment != resource.environment:
+                raise PaoError(
+                    errors.INVALID_INPUT,
+                    f"the environment of a resource cannot change ({resource.environment})",
+                    details=[ErrorDetail(field="/inputs/environment", message="cannot change")],
+                )
+        check_inputs(
+            item,
+            cmd.inputs,
+            cmd.requester,
+            system=system,
+            environments=environments,
+            default_environment=resource.environment,
+        )
+        event = _submission(
+            cmd,
+            item=item,
+            item_hash=item_hash,
+            default_environment=resource.environment,
+            kind=kind,
+            resource_id=resource_id,
+            reason=reason,
+        )
+        try:
+            moved = decide_change(
+                resource,
+                kind=kind,
+                request_id=event.request_id,
+                by=cmd.requester.id,
+                inputs=event.resolved_inputs,
+                item_version=event.item_version,
+                item_hash=item_hash,
+                reason=reason,
+            )
+        except ChangeRefused as exc:
+            raise PaoError(
+                errors.RESOURCE_STATE_CONFLICT,
+                str(exc),
+                details=[ErrorDetail(field="state", message=str(resource.state))],
+            ) from exc
+        try:
+            async with store.pool.acquire() as conn, conn.transaction():
+                actor = cmd.requester.id
+                # The appends first: the transaction's first write orders its events.
+                await store.append(
+                    resource_stream_of(resource_id),
+                    [moved.new(correlation_id=correlation_id, actor=actor)],
+                    resource.version,
+                    conn=conn,
+                )
+                await store.append(
+                    stream_of(event.request_id),
+                    [event.new(correlation_id=correlation_id, actor=actor)],
+                    0,
+                    conn=conn,
+                )
+                if cmd.idempotency_key and not await conn.fetchval(
+                    _CLAIM_KEY_ALONE,
+                    cmd.requester.id,
+                    cmd.idempotency_key,
+                    _body_hash(cmd),
+                    event.request_id,
+                    event.item_id,
+                    event.item_version,
+                ):
+                    raise _KeyTaken
+        except _KeyTaken:
+            earlier = await earlier_submit(cmd, store=store)
+            assert earlier is not None
+            return earlier
+        except ConcurrencyConflict:
+            continue  # the resource changed meanwhile: decide again
+        return Submitted(event.request_id, event.item_id, event.item_version, created=True)
+    raise PaoError(errors.CONCURRENCY_CONFLICT, f"resource {resource_id} keeps changing")
+
+
+class _KeyTaken(Exception):
+    """Another submit with this Idempotency-Key got there first."""
+
+
+async def decide_on_approval(
+    request_id: str,
+    decider: Decider,
+    *,
+    approve: bool,
+    comment: str | None,
+    store: EventStore,
+    correlation_id: str | None,
+    plan_id: str | None = None,
+) -> RequestState:
+    """An approver approves or rejects what the request waits for; returns the request as it
+    is afterwards."""
+    for _ in range(_ATTEMPTS):
+        state = await load_request(store, request_id)
+        waiting = state.pending_approval
+        if plan_id is not None and (waiting is None or waiting.plan_id != plan_id):
+            now = waiting.plan_id if waiting else None
+            raise PaoError(
+                errors.REQUEST_STATE_CONFLICT,
+                f"plan {plan_id} does not wait for approval"
+                + (f"; plan {now} does" if now else ""),
+                details=[ErrorDetail(field="/plan_id", message=str(now))],
+            )
+        try:
+            decided = decide_approval(state, decider, approve=approve, comment=comment)
+        except NotAnApprover as exc:
+            raise PaoError(
+                errors.NOT_AN_APPROVER,
+                str(exc),
+                details=[ErrorDetail(field="approver", message=decider.user)],
+            ) from exc
+        except CommandRejected as exc:
+            raise PaoError(
+                errors.REQUEST_STATE_CONFLICT,
+                str(exc),
+                details=[ErrorDetail(field="status", message=str(state.status))],
+            ) from exc
+        try:
+            stored = await store.append(
+                stream_of(request_id),
+                [e.new(correlation_id=correlation_id, actor=decider.user) for e in decided],
+                state.version,
+            )
+        except ConcurrencyConflict:
+            continue
+        for envelope in stored:
+            state.apply(envelope)
+        return state
+    raise PaoError(errors.CONCURRENCY_CONFLICT, f"request {request_id} keeps changing")
 
 
 async def load_request(store: EventStore, request_id: str) -> RequestState:

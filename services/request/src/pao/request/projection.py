@@ -23,13 +23,14 @@ import structlog
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.request.aggregate import RequestState, fold, stream_of
+from pao.request.resource import ResourceState
 from pao.shared.eventstore import Checkpoint, read_committed, read_stream
 from pao.shared.lifecycle import pause
 
 log = structlog.get_logger(__name__)
 
 NAME = "requests"
-TABLES = ("request_log", "request_actions", "requests")
+TABLES = ("request_log", "request_actions", "requests", "resources")
 
 
 def describe(event: ev.Event) -> tuple[str, str]:
@@ -82,12 +83,38 @@ def describe(event: ev.Event) -> tuple[str, str]:
                 f"{event.by} escalated the request to level {event.level} "
                 f"({event.urgency}): {event.reason}"
             )
+        case ev.ActionPlanned():
+            c = event.plan.counts
+            what = "destroy plan" if event.plan.destroy else "plan"
+            again = f" (again: {event.replaces} no longer applied)" if event.replaces else ""
+            return "info", (
+                f"{event.action}: {what} {event.plan.plan_id}{again}: {c.get('add', 0)} to add, "
+                f"{c.get('change', 0)} to change, {c.get('replace', 0)} to replace, "
+                f"{c.get('destroy', 0)} to destroy"
+            )
+        case ev.ApprovalRequested():
+            approvers = event.policy.approvers
+            who = ", ".join([*approvers.users, *approvers.teams, *approvers.roles])
+            what = f"the plan of {event.action}" if event.plan_id else event.action or "request"
+            return "info", f"waiting for approval of {what} by {event.policy.needed} of: {who}"
+        case ev.ApprovalDecided():
+            comment = f": {event.comment}" if event.comment else ""
+            level = "info" if event.decision == "approved" else "warning"
+            return level, f"{event.by} {event.decision}{comment}"
+        case ev.ApprovalGranted():
+            return "info", "approved; going on"
+        case ev.ActionApplying():
+            return "info", f"{event.action}: applying plan {event.plan_id}, attempt {event.attempt}"
+        case ev.ActionLogged():
+            return event.level, f"{event.action}: {event.message}"
     return "info", type(event).__name__
 
 
 def _log_data(event: ev.Event) -> dict[str, Any]:
     data = event.model_dump(mode="json")
     data.pop("spec", None)  # the rendered spec is kept in the store, not on every log line
+    if isinstance(data.get("plan"), dict):
+        data["plan"].pop("changes", None)  # `GET .../plan` shows them
     return data
 
 
@@ -96,13 +123,14 @@ def _time(value: str | None) -> datetime | None:
 
 
 #: Bookkeeping between the services, not news for the person following a request.
-_NOT_LOGGED = frozenset({"ActionDispatched"})
+_NOT_LOGGED = frozenset({"ActionDispatched", "ApplyDispatched"})
 
 _UPSERT_REQUEST = """
 INSERT INTO requests (request_id, item_id, item_version, item_name, owner_team, requester,
     requester_teams, environment, status, escalation_level, created_at, updated_at, finished_at,
-    correlation_id, last_error, stream_version, inputs, details, state)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    correlation_id, last_error, stream_version, inputs, details, state, kind, resource_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+    $20, $21)
 ON CONFLICT (request_id) DO UPDATE SET status = EXCLUDED.status,
     escalation_level = EXCLUDED.escalation_level, updated_at = EXCLUDED.updated_at,
     finished_at = EXCLUDED.finished_at, last_error = EXCLUDED.last_error,
@@ -146,6 +174,8 @@ def _request_row(state: RequestState) -> tuple[Any, ...]:
             "escalations": [asdict(e) for e in state.escalations],
         },
         state.snapshot(),
+        submitted.kind,
+        submitted.resource_id,
     )
 
 
@@ -185,6 +215,7 @@ async def _states(conn: asyncpg.Connection, ids: list[str]) -> dict[str, Request
 async def apply_batch(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
     """Fold events (in store order) into the read models through the request aggregate: the
     states they touch are read once, folded here, and written back with a few statements."""
+    await _apply_resources(conn, [e for e in envelopes if e.category == "resource"])
     ours = [e for e in envelopes if e.category == "request" and e.event_type in ev.REQUEST_EVENTS]
     if not ours:
         return
@@ -227,6 +258,67 @@ async def apply_batch(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) 
                global_position)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
         logs,
+    )
+
+
+_UPSERT_RESOURCE = """
+INSERT INTO resources (resource_id, item_id, item_version, item_name, owner_team, owner,
+    environment, state, inputs, outputs, created_at, updated_at, expires_at, expiry_noticed,
+    last_request_id, note, stream_version, snapshot)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+ON CONFLICT (resource_id) DO UPDATE SET item_version = EXCLUDED.item_version,
+    state = EXCLUDED.state, inputs = EXCLUDED.inputs, outputs = EXCLUDED.outputs,
+    updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at,
+    expiry_noticed = EXCLUDED.expiry_noticed, last_request_id = EXCLUDED.last_request_id,
+    note = EXCLUDED.note, stream_version = EXCLUDED.stream_version, snapshot = EXCLUDED.snapshot
+"""
+
+
+async def _apply_resources(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
+    """Fold resource events into the `resources` read model, through the resource aggregate."""
+    ours = [e for e in envelopes if e.event_type in ev.RESOURCE_EVENTS]
+    if not ours:
+        return
+    ids = list({e.stream_id.removeprefix("resource-") for e in ours})
+    states = {
+        row["resource_id"]: ResourceState.from_json(row["snapshot"])
+        for row in await conn.fetch(
+            "SELECT resource_id, snapshot FROM resources WHERE resource_id = ANY($1::text[])", ids
+        )
+    }
+    changed: dict[str, ResourceState] = {}
+    for envelope in ours:
+        resource_id = envelope.stream_id.removeprefix("resource-")
+        state = states.setdefault(resource_id, ResourceState(resource_id))
+        if envelope.stream_version == state.version + 1:
+            state.apply(envelope)
+            changed[resource_id] = state
+    await conn.executemany(
+        _UPSERT_RESOURCE,
+        [
+            (
+                s.resource_id,
+                s.item_id,
+                s.item_version,
+                s.item_name,
+                s.owner_team,
+                s.owner,
+                s.environment,
+                s.state,
+                s.inputs,
+                s.outputs,
+                _time(s.created_at),
+                _time(s.updated_at),
+                _time(s.expires_at),
+                _time(s.expiry_noticed),
+                s.last_request_id,
+                s.note,
+                s.version,
+                s.to_json(),
+            )
+            for s in changed.values()
+            if s.exists
+        ],
     )
 
 

@@ -13,9 +13,20 @@ from typing import Any
 
 import asyncpg
 
-from pao.request.aggregate import TERMINAL, stream_of
+from pao.request.aggregate import TERMINAL, Approval, PlanRecord, RequestState, stream_of
+from pao.request.resource import STATES
 
-STATUSES = ("submitted", "in_progress", "awaiting_manual", "completed", "failed", "aborted")
+STATUSES = (
+    "submitted",
+    "in_progress",
+    "awaiting_approval",
+    "awaiting_manual",
+    "completed",
+    "failed",
+    "aborted",
+)
+#: The states a resource can be in.
+RESOURCE_STATES = STATES
 #: Statuses after which nothing more happens to a request unless it is retried.
 ENDED = TERMINAL
 _PROJECTION_POLL = 0.02
@@ -29,7 +40,8 @@ SORTS = {
 }
 
 _SUMMARY = """request_id, item_id, item_version, item_name, owner_team, requester, environment,
-    status, escalation_level, created_at, updated_at, finished_at, last_error"""
+    status, escalation_level, created_at, updated_at, finished_at, last_error, kind,
+    resource_id"""
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,8 @@ async def current_status(pool: asyncpg.Pool, request_id: str) -> str | None:
 
 async def _get_request(pool: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow(
-        f"SELECT {_SUMMARY}, inputs, details, correlation_id, stream_version FROM requests "
+        f"SELECT {_SUMMARY}, inputs, details, correlation_id, stream_version, state "
+        "FROM requests "
         "WHERE request_id = $1",
         request_id,
     )
@@ -147,11 +160,196 @@ async def _get_request(pool: asyncpg.Connection, request_id: str) -> dict[str, A
         request_id,
     )
     out = _summary(row)
+    state = _state_of(out.pop("state"))
+    out["approval"] = approval_view(state.approvals[-1]) if state and state.approvals else None
+    out["has_plan"] = bool(state and state.plans)
     details = out.pop("details") or {}
     out["escalations"] = details.get("escalations", [])
     out["requester_details"] = details.get("requester")
     out["actions"] = [_action(a) for a in actions]
     return out
+
+
+def _state_of(snapshot: dict[str, Any] | None) -> RequestState | None:
+    return RequestState.from_snapshot(snapshot) if snapshot else None
+
+
+def approval_view(approval: Approval) -> dict[str, Any]:
+    """An approval as the API shows it."""
+    return {
+        "state": approval.state,
+        "action": approval.action,
+        "plan_id": approval.plan_id,
+        "approvers": approval.policy["approvers"],
+        "needed": approval.policy.get("needed", "any"),
+        "changes": approval.policy.get("changes") or [],
+        "decisions": approval.decisions,
+        "requested_at": approval.requested_at,
+    }
+
+
+def _plan_view(plan: PlanRecord) -> dict[str, Any]:
+    return {
+        "action": plan.action,
+        "generation": plan.generation,
+        "state": plan.state,
+        "created_at": plan.created_at,
+        **plan.plan,
+    }
+
+
+async def get_plans(pool: asyncpg.Pool, request_id: str) -> list[dict[str, Any]] | None:
+    """The Terraform plans of a request's actions, oldest first; None without a request."""
+    snapshot = await pool.fetchval("SELECT state FROM requests WHERE request_id = $1", request_id)
+    state = _state_of(snapshot)
+    if state is None:
+        return None
+    return [_plan_view(p) for p in state.plans]
+
+
+def _waits_for(approval: Approval, viewer: Viewer, roles: tuple[str, ...]) -> bool:
+    approvers = approval.policy["approvers"]
+    if any(d["by"] == viewer.user for d in approval.decisions):
+        return False
+    return (
+        viewer.user in (approvers.get("users") or ())
+        or bool(set(viewer.teams) & set(approvers.get("teams") or ()))
+        or bool(set(roles) & set(approvers.get("roles") or ()))
+    )
+
+
+async def approvals_for(
+    pool: asyncpg.Pool, viewer: Viewer, *, roles: tuple[str, ...] = (), limit: int = 200
+) -> list[dict[str, Any]]:
+    """The requests waiting for an approval the viewer may give (never their own)."""
+    rows = await pool.fetch(
+        "SELECT request_id, item_id, item_name, kind, requester, environment, state "
+        "FROM requests WHERE status = 'awaiting_approval' AND requester <> $1 "
+        "ORDER BY created_at LIMIT $2",
+        viewer.user,
+        limit,
+    )
+    waiting = []
+    for row in rows:
+        state = _state_of(row["state"])
+        approval = state.pending_approval if state else None
+        if state is None or approval is None or not _waits_for(approval, viewer, roles):
+            continue
+        plan = state.plan(approval.plan_id) if approval.plan_id else None
+        waiting.append(
+            {
+                **{k: row[k] for k in ("request_id", "item_id", "item_name", "kind")},
+                "requester": row["requester"],
+                "environment": row["environment"],
+                "resource_id": state.submitted.resource_id if state.submitted else None,
+                **approval_view(approval),
+                "plan": {"plan_id": plan.plan["plan_id"], "counts": plan.plan["counts"]}
+                if plan
+                else None,
+            }
+        )
+    return waiting
+
+
+@dataclass(frozen=True)
+class ResourceFilter:
+    item_id: str | None = None
+    team: str | None = None
+    owner: str | None = None
+    state: str | None = None
+    environment: str | None = None
+
+
+_RESOURCE = """resource_id, item_id, item_version, item_name, owner_team, owner, environment,
+    state, inputs, outputs, created_at, updated_at, expires_at, last_request_id, note"""
+
+
+def _resource(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("created_at", "updated_at", "expires_at"):
+        out[key] = out[key].isoformat() if out.get(key) else None
+    return out
+
+
+async def list_resources(
+    pool: asyncpg.Pool, viewer: Viewer, where: ResourceFilter, *, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """A page of the resources the viewer may see (newest first), and how many match."""
+    clauses, args = [], []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if not viewer.admin:
+        clauses.append(
+            f"(owner = {arg(viewer.user)} OR owner_team = ANY({arg(list(viewer.teams))}))"
+        )
+    for column, value in (
+        ("item_id", where.item_id),
+        ("owner_team", where.team),
+        ("owner", where.owner),
+        ("state", where.state),
+        ("environment", where.environment),
+    ):
+        if value:
+            clauses.append(f"{column} = {arg(value)}")
+    condition = " AND ".join(clauses) or "TRUE"
+    total = await pool.fetchval(f"SELECT count(*) FROM resources WHERE {condition}", *args)
+    rows = await pool.fetch(
+        f"SELECT {_RESOURCE} FROM resources WHERE {condition} "
+        f"ORDER BY created_at DESC, resource_id LIMIT {arg(limit)} OFFSET {arg(offset)}",
+        *args,
+    )
+    return int(total), [_resource(r) for r in rows]
+
+
+async def get_resource(
+    pool: asyncpg.Pool, resource_id: str, *, wait_seconds: float = 0.0
+) -> dict[str, Any] | None:
+    """A resource with the history of its requests; waits up to `wait_seconds` for one whose
+    events are stored but not projected yet."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        row = await pool.fetchrow(
+            f"SELECT {_RESOURCE} FROM resources WHERE resource_id = $1", resource_id
+        )
+        if row is not None:
+            break
+        if time.monotonic() >= deadline or not await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1)",
+            f"resource-{resource_id}",
+        ):
+            return None
+        await asyncio.sleep(_PROJECTION_POLL)
+    out = _resource(row)
+    history = await pool.fetch(
+        "SELECT request_id, kind, status, requester, created_at, finished_at FROM requests "
+        "WHERE resource_id = $1 ORDER BY created_at",
+        resource_id,
+    )
+    out["requests"] = [_summary(r) for r in history]
+    return out
+
+
+async def expiring_resources(
+    pool: asyncpg.Pool, *, notice_seconds: float, limit: int = 100
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Active resources whose expiry is near (to notice, once) and those already expired."""
+    near = await pool.fetch(
+        "SELECT resource_id, owner, owner_team, expires_at FROM resources "
+        "WHERE state = 'active' AND expires_at <= now() + make_interval(secs => $1) "
+        "AND expires_at > now() AND expiry_noticed IS DISTINCT FROM expires_at "
+        "ORDER BY expires_at LIMIT $2",
+        notice_seconds,
+        limit,
+    )
+    due = await pool.fetch(
+        "SELECT resource_id, item_id, owner, owner_team, expires_at FROM resources "
+        "WHERE state = 'active' AND expires_at <= now() ORDER BY expires_at LIMIT $1",
+        limit,
+    )
+    return [dict(r) for r in near], [dict(r) for r in due]
 
 
 def _action(row: asyncpg.Record) -> dict[str, Any]:
