@@ -43,6 +43,8 @@ def run_context(
         outputs=fulfillment.outputs,
         environment=fulfillment.environment,
         secrets=secrets,
+        kind=fulfillment.kind,
+        resource_id=fulfillment.resource_id,
     )
 
 

@@ -167,25 +167,30 @@ def _from_jira(exc: JiraError) -> ActionError:
 
 
 class TerraformExecutor:
-    """Applies an action's module with its variables, one workspace per request and action."""
+    """Plans and applies an action's module in its resource's workspace (see provisioning)."""
 
     def __init__(self, runner: TerraformRunner, catalog_root: Path) -> None:
-        self._runner = runner
+        self.runner = runner
         self._catalog_root = catalog_root
 
     def system_of(self, spec: dict[str, Any]) -> str:
         return "terraform"
 
-    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
+    def module_dir(self, spec: dict[str, Any]) -> Path:
+        """Where the spec's module is; a git source is refused (not supported yet)."""
         module = spec["module"]
         if module.startswith("git::"):
             raise ActionError(
                 "git module sources are not supported by this installation", transient=False
             )
+        return self._catalog_root / module
+
+    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
+        """Apply in one go (plan and apply together), for callers without a plan step."""
         workspace = f"{spec.get('workspace') or 'default'}-{key.request_id[:8]}-{key.action}"
         try:
-            outputs = await self._runner.apply(
-                self._catalog_root / module,
+            outputs = await self.runner.apply(
+                self.module_dir(spec),
                 spec.get("variables") or {},
                 workspace=workspace,
                 outputs=spec.get("outputs") or (),

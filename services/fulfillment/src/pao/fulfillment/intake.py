@@ -36,6 +36,20 @@ async def on_dispatched(delivery: Delivery[ev.ActionDispatched]) -> None:
         )
 
 
+async def on_apply_dispatched(delivery: Delivery[ev.ApplyDispatched]) -> None:
+    """Queue the apply of the plan the request asked for (once per plan)."""
+    event = delivery.event
+    await jobs.schedule(
+        delivery.conn,
+        request_id=event.request_id,
+        action=event.action,
+        generation=event.generation,
+        kind="apply",
+        dedupe_key=f"apply:{event.request_id}:{event.action}:{event.generation}:{event.plan_id}",
+        payload={"plan_id": event.plan_id},
+    )
+
+
 async def on_aborted(delivery: Delivery[ev.RequestAborted]) -> None:
     """Cancel the request's pending work and tell each open ticket that it is not needed."""
     event = delivery.event
@@ -91,6 +105,7 @@ async def comment(
 HANDLERS: Handlers = {
     ev.RequestSubmitted: on_submitted,
     ev.ActionDispatched: on_dispatched,
+    ev.ApplyDispatched: on_apply_dispatched,
     ev.RequestAborted: on_aborted,
     ev.RequestEscalated: on_escalated,
 }

@@ -146,7 +146,7 @@ async def cancel_for_request(conn: asyncpg.Connection, request_id: str) -> int:
     """Cancel the request's pending executions and polls (an abort)."""
     result = await conn.execute(
         "UPDATE fulfillment_jobs SET state = 'cancelled', updated_at = now() "
-        "WHERE request_id = $1 AND state = 'pending' AND kind IN ('execute', 'poll')",
+        "WHERE request_id = $1 AND state = 'pending' AND kind IN ('execute', 'apply', 'poll')",
         request_id,
     )
     return int(result.split()[-1])

@@ -42,12 +42,17 @@ class Run:
     outputs: dict[str, Any] = field(default_factory=dict)
     ticket_key: str | None = None
     ticket_url: str | None = None
+    plan_id: str | None = None
 
     def apply(self, report: ev.ActionReport) -> None:
         """Fold one of fulfilment's own reports about this run."""
         match report:
             case ev.ExecutionStarted():
                 self.status, self.attempt = "running", report.attempt
+            case ev.ExecutionPlanned():
+                self.status, self.plan_id = "planned", report.plan.plan_id
+            case ev.ExecutionApplying():
+                self.status, self.attempt = "applying", report.attempt
             case ev.ManualTicketOpened():
                 self.status, self.ticket_key, self.ticket_url = (
                     "awaiting_manual",
@@ -82,6 +87,8 @@ class Fulfillment:
     aborted: bool
     stream_version: int
     runs: dict[str, Run]
+    kind: str = "create"
+    resource_id: str | None = None
 
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -91,7 +98,7 @@ class Fulfillment:
 
 _REQUEST_COLUMNS = (
     "request_id, item_id, item_version, item_hash, correlation_id, requester, environment, "
-    "inputs, submitted_at, aborted, stream_version"
+    "inputs, submitted_at, aborted, stream_version, kind, resource_id"
 )
 
 
@@ -105,7 +112,8 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, request_id: str) -> Fulf
     runs = {
         r["action"]: Run(**dict(r))
         for r in await conn.fetch(
-            "SELECT action, type, generation, status, attempt, outputs, ticket_key, ticket_url "
+            "SELECT action, type, generation, status, attempt, outputs, ticket_key, ticket_url, "
+            "plan_id "
             "FROM fulfillment_actions WHERE request_id = $1",
             request_id,
         )
@@ -139,7 +147,7 @@ async def open_request(
     """Remember a submitted request (once)."""
     await conn.execute(
         f"INSERT INTO fulfillment_requests ({_REQUEST_COLUMNS}) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, 0) ON CONFLICT DO NOTHING",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, 0, $10, $11) ON CONFLICT DO NOTHING",
         submitted.request_id,
         submitted.item_id,
         submitted.item_version,
@@ -149,6 +157,8 @@ async def open_request(
         submitted.environment,
         submitted.resolved_inputs,
         submitted_at,
+        submitted.kind,
+        submitted.resource_id,
     )
 
 
@@ -159,7 +169,7 @@ async def start_run(conn: asyncpg.Connection, dispatched: ev.ActionDispatched) -
            VALUES ($1, $2, $3, $4, 'dispatched')
            ON CONFLICT (request_id, action) DO UPDATE
            SET generation = EXCLUDED.generation, status = 'dispatched', attempt = 0,
-               outputs = '{}', ticket_key = NULL, ticket_url = NULL
+               outputs = '{}', ticket_key = NULL, ticket_url = NULL, plan_id = NULL
            WHERE fulfillment_actions.generation < EXCLUDED.generation
            RETURNING true""",
         dispatched.request_id,
@@ -214,7 +224,7 @@ async def record(
     )
     await conn.executemany(
         """UPDATE fulfillment_actions SET status = $4, attempt = $5, outputs = $6,
-               ticket_key = $7, ticket_url = $8
+               ticket_key = $7, ticket_url = $8, plan_id = $9
            WHERE request_id = $1 AND action = $2 AND generation = $3""",
         [
             (
@@ -226,6 +236,7 @@ async def record(
                 run.outputs,
                 run.ticket_key,
                 run.ticket_url,
+                run.plan_id,
             )
             for name in touched
             for run in [fulfillment.runs[name]]

@@ -20,7 +20,7 @@ import structlog
 
 from pao.contracts import events as ev
 from pao.contracts.events import FALLBACK
-from pao.fulfillment import jobs, ledger
+from pao.fulfillment import jobs, ledger, provisioning
 from pao.fulfillment.breakers import Breakers, Parked
 from pao.fulfillment.context import real_secrets, run_context, secrets_used
 from pao.fulfillment.definitions import Definitions
@@ -30,10 +30,13 @@ from pao.fulfillment.executors import (
     Executor,
     JiraExecutor,
     RunKey,
+    TerraformExecutor,
     TicketOpen,
 )
+from pao.fulfillment.terraform import Interrupted, StalePlan, TerraformError
 from pao.shared.eventstore import EventStore
 from pao.shared.secrets import SecretNotFound, SecretProvider
+from pao.spec.lifecycle import actions_for
 from pao.spec.rendering import RenderError, render_value
 
 log = structlog.get_logger(__name__)
@@ -41,7 +44,7 @@ log = structlog.get_logger(__name__)
 #: How long an execution waits for the catalog event carrying its item's definition.
 DEFINITION_PATIENCE = timedelta(minutes=10)
 _COMMENT_ATTEMPTS = 10
-_NOT_TO_EXECUTE = ledger.FINISHED | {"awaiting_manual"}
+_NOT_TO_EXECUTE = ledger.FINISHED | {"awaiting_manual", "planned", "applying"}
 
 
 @dataclass
@@ -72,11 +75,12 @@ def backoff(attempt: int, policy: dict[str, Any]) -> float:
     return min(ceiling, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
-def action_definition(item: dict[str, Any], name: str) -> dict[str, Any]:
-    """An action of the item; the fallback is the manual ticket that stands in for a failure."""
+def action_definition(item: dict[str, Any], name: str, kind: str = "create") -> dict[str, Any]:
+    """An action a request of `kind` runs; the fallback is the manual ticket that stands in
+    for a failure."""
     if name == FALLBACK:
         return {"name": FALLBACK, "type": "jira", "jira": item["fulfillment"]["fallback"]["jira"]}
-    return next(a for a in item["fulfillment"]["actions"] if a["name"] == name)
+    return next(a for a in actions_for(item, kind) if a["name"] == name)
 
 
 def finish(job: jobs.Job, error: str | None = None) -> Then:
@@ -126,7 +130,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
     if item is None:
         await _wait_for_definition(parts, job, fulfillment.item_hash)
         return
-    definition = action_definition(item, job.action)
+    definition = action_definition(item, job.action, fulfillment.kind)
     kind = definition["type"]
     names = secrets_used(definition[kind]) | secrets_used(definition.get("when", ""))
     context = run_context(fulfillment, item, system=parts.system, environments=parts.environments)
@@ -156,6 +160,9 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
             **_about(job), action_type=kind, attempt=job.attempt, spec=shown
         )
         await settle(parts, job, started, _nothing)
+    if kind == "terraform":
+        await _plan(parts, job, fulfillment, definition, spec, replaces=None)
+        return
     executor = parts.executors[kind]
     key = RunKey(job.request_id, job.action, job.generation, fulfillment.correlation_id)
     try:
@@ -272,7 +279,7 @@ async def poll(parts: Parts, job: jobs.Job) -> None:
     if item is None:
         await _wait_for_definition(parts, job, fulfillment.item_hash)
         return
-    definition = action_definition(item, job.action)
+    definition = action_definition(item, job.action, fulfillment.kind)
     try:
         async with parts.breakers.guard("jira"):
             issue = await parts.manual.read(key)
@@ -343,9 +350,196 @@ async def comment(parts: Parts, job: jobs.Job) -> None:
     await settle(parts, job, written, finish(job))
 
 
+async def _rendered(
+    parts: Parts, fulfillment: ledger.Fulfillment, item: dict[str, Any], definition: dict[str, Any]
+) -> dict[str, Any]:
+    """The action's spec with real secrets, for the executor's own call."""
+    kind = definition["type"]
+    names = secrets_used(definition[kind])
+    secrets = await real_secrets(item, names, parts.secrets) if names else None
+    context = run_context(
+        fulfillment, item, system=parts.system, environments=parts.environments, secrets=secrets
+    )
+    return render_value(definition[kind], context, f"/{kind}")
+
+
+def _from_terraform(exc: TerraformError) -> ActionError:
+    return ActionError(f"Terraform: {exc}", transient=exc.transient)
+
+
+def _terraform(parts: Parts) -> TerraformExecutor:
+    executor = parts.executors["terraform"]
+    assert isinstance(executor, TerraformExecutor)
+    return executor
+
+
+def _watchers(parts: Parts, job: jobs.Job):
+    """What a Terraform run reports as it goes, and how it learns of an abort."""
+
+    async def on_message(entry: dict[str, Any]) -> None:
+        logged = ev.ExecutionLogged(
+            **_about(job),
+            level={"warn": "warning"}.get(entry["level"], entry["level"]),
+            message=entry["message"][:2000],
+            address=entry.get("address"),
+        )
+        try:
+            await ledger.write(
+                parts.pool,
+                parts.store,
+                job.request_id,
+                lambda conn, f: ledger.record(conn, parts.store, f, logged),
+            )
+        except Exception as exc:  # noqa: BLE001 - a lost log line must not stop the run
+            log.warning("a Terraform log line was not recorded", error=str(exc))
+
+    async def should_stop() -> bool:
+        return bool(
+            await parts.pool.fetchval(
+                "SELECT aborted FROM fulfillment_requests WHERE request_id = $1", job.request_id
+            )
+        )
+
+    return on_message, should_stop
+
+
+async def _release_orphaned_lock(parts: Parts, workspace: str) -> None:
+    """A worker that died mid-run may have left its session holding the state lock."""
+    runner = _terraform(parts).runner
+    try:
+        released = await runner.release_lock(
+            workspace, is_orphan=await provisioning.orphan_check(parts.pool)
+        )
+    except Exception as exc:  # noqa: BLE001 - the run itself then waits for the lock
+        log.warning("could not check the state lock", workspace=workspace, error=str(exc))
+        return
+    if released:
+        log.warning("released a state lock its dead run left", workspace=workspace)
+
+
+async def _plan(
+    parts: Parts,
+    job: jobs.Job,
+    fulfillment: ledger.Fulfillment,
+    definition: dict[str, Any],
+    spec: dict[str, Any],
+    *,
+    replaces: str | None,
+) -> None:
+    """Plan the action in its resource's workspace and store the plan; the request decides
+    what follows (an approval, or the apply)."""
+    executor = _terraform(parts)
+    workspace = provisioning.workspace_of(fulfillment, job.action)
+    on_message, should_stop = _watchers(parts, job)
+    try:
+        async with parts.breakers.guard("terraform"):
+            await _release_orphaned_lock(parts, workspace)
+            plan = await executor.runner.plan(
+                executor.module_dir(spec),
+                spec.get("variables") or {},
+                workspace=workspace,
+                destroy=provisioning.is_destroy(definition, fulfillment),
+                on_message=on_message,
+                should_stop=should_stop,
+                run_tag=provisioning.run_tag(job),
+            )
+    except Parked as parked:
+        await park(parts, job, parked)
+        return
+    except TerraformError as exc:
+        await _failed_attempt(
+            parts, job, definition, ActionError(f"Terraform: {exc}", transient=exc.transient)
+        )
+        return
+    except ActionError as exc:
+        await _failed_attempt(parts, job, definition, exc)
+        return
+    summary = provisioning.summary_of(plan, provisioning.new_plan_id())
+
+    async def keep(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
+        await provisioning.store_plan(
+            conn, job, workspace=workspace, plan=plan, summary=summary, replaces=replaces
+        )
+        await jobs.finish(conn, job)
+
+    planned = ev.ExecutionPlanned(**_about(job), plan=summary, replaces=replaces)
+    await settle(parts, job, planned, keep)
+
+
+async def apply(parts: Parts, job: jobs.Job) -> None:
+    """Apply exactly the stored plan the request asked for; plan again if it went stale."""
+    current = await _current_run(parts, job)
+    plan_id = job.payload["plan_id"]
+    if current is None or current[0].aborted or current[1].status in ledger.FINISHED:
+        await jobs.finish(parts.pool, job)
+        return
+    fulfillment, run = current
+    stored = await provisioning.stored_plan(parts.pool, plan_id)
+    if stored is None or stored["replaced_by"] or stored["plan_file"] is None:
+        await jobs.finish(parts.pool, job, error=f"plan {plan_id} is no longer current")
+        return
+    item = await parts.definitions.get(fulfillment.item_hash)
+    if item is None:
+        await _wait_for_definition(parts, job, fulfillment.item_hash)
+        return
+    definition = action_definition(item, job.action, fulfillment.kind)
+    try:
+        spec = await _rendered(parts, fulfillment, item, definition)
+    except (RenderError, SecretNotFound) as exc:
+        failed = ev.ExecutionFailed(**_about(job), error=str(exc), attempts=job.attempt)
+        await settle(parts, job, failed, finish(job, str(exc)))
+        return
+    if run.status != "applying" or run.attempt != job.attempt:
+        applying = ev.ExecutionApplying(**_about(job), plan_id=plan_id, attempt=job.attempt)
+        await settle(parts, job, applying, _nothing)
+    executor = _terraform(parts)
+    on_message, should_stop = _watchers(parts, job)
+    try:
+        async with parts.breakers.guard("terraform"):
+            await _release_orphaned_lock(parts, stored["workspace"])
+            applied = await executor.runner.apply_plan(
+                executor.module_dir(spec),
+                stored["plan_file"],
+                workspace=stored["workspace"],
+                outputs=() if stored["destroy"] else spec.get("outputs") or (),
+                on_message=on_message,
+                should_stop=should_stop,
+                run_tag=provisioning.run_tag(job),
+            )
+    except Parked as parked:
+        await park(parts, job, parked)
+        return
+    except StalePlan:
+        log.info("the plan no longer applies; planning again", plan_id=plan_id)
+        await _plan(parts, job, fulfillment, definition, spec, replaces=plan_id)
+        return
+    except Interrupted as exc:
+        error = f"Terraform was interrupted (the request was aborted): {exc.message}"
+        failed = ev.ExecutionFailed(**_about(job), error=error, attempts=job.attempt)
+        await settle(parts, job, failed, finish(job, error))
+        return
+    except TerraformError as exc:
+        await _failed_attempt(
+            parts, job, definition, ActionError(f"Terraform: {exc}", transient=exc.transient)
+        )
+        return
+    except ActionError as exc:
+        await _failed_attempt(parts, job, definition, exc)
+        return
+
+    async def done_with_plan(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
+        await provisioning.mark_applied(conn, plan_id)
+        await jobs.finish(conn, job)
+
+    outputs = provisioning.shown_outputs(applied.outputs, applied.sensitive)
+    done = ev.ExecutionSucceeded(**_about(job), outputs=outputs)
+    await settle(parts, job, done, done_with_plan)
+
+
 #: The handler of each kind of job.
 STEPS: dict[str, Callable[[Parts, jobs.Job], Awaitable[None]]] = {
     "execute": execute,
+    "apply": apply,
     "poll": poll,
     "comment": comment,
 }
