@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from pao.devctl import catalog, preview, requests, templates, validate
+from pao.devctl import (
+    approvals,
+    catalog,
+    preview,
+    requests,
+    resources,
+    templates,
+    terraform,
+    validate,
+)
 from pao.devctl.context import Globals, call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.output import OutputFormat, emit, err_console
@@ -30,6 +39,9 @@ app.add_typer(validate.app, name="validate")
 app.add_typer(templates.app, name="test")
 app.add_typer(preview.app, name="preview")
 app.add_typer(requests.app, name="request")
+app.add_typer(resources.app, name="resource")
+app.add_typer(approvals.app, name="approvals")
+app.add_typer(terraform.app, name="terraform")
 
 
 def client_version() -> str:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pao.devctl.approvals import decide
 from pao.devctl.context import call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.inputs import load_inputs
@@ -114,6 +115,14 @@ def submit(
             "--idempotency-key", help="Repeat a submit safely [default: a new key per call]."
         ),
     ] = None,
+    expires_at: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-at",
+            help="Decommission what it makes at this time (ISO 8601 with a zone, e.g. "
+            "2026-12-24T18:00:00Z), within the item's TTL policy.",
+        ),
+    ] = None,
 ) -> None:
     """Request a catalog item. (POST /api/v1/requests)"""
     inputs = load_inputs(inputs_file, assignments)
@@ -127,7 +136,8 @@ def submit(
         answer = client.request(
             "POST",
             "/requests",
-            body={"item_id": item, "inputs": inputs},
+            body={"item_id": item, "inputs": inputs}
+            | ({"expires_at": expires_at} if expires_at else {}),
             extra_headers={"Idempotency-Key": key},
         )
     finally:
@@ -388,3 +398,42 @@ def _done(ctx: typer.Context, answer: dict[str, Any], text: str) -> None:
         emit(answer, g.output)
     else:
         console.print(f"request {answer['request_id']}: {text}", markup=False, highlight=False)
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument()],
+    comment: Annotated[str | None, typer.Option(help="Why; recorded with your decision.")] = None,
+) -> None:
+    """Approve what the request waits for: the whole request, an action or a Terraform plan.
+
+    Prints the request's status and where its approval stands (an approval that needs all its
+    approvers stays pending until each has approved). (POST /requests/{id}/approve)
+
+    Example:
+
+      devctl request approve 0b9f2c1e-... --comment "capacity checked"
+    """
+    decide(ctx, request_id, "approve", comment)
+
+
+@app.command("reject")
+def reject(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument()],
+    comment: Annotated[str, typer.Option(help="Why; required, recorded with your decision.")],
+) -> None:
+    """Reject what the request waits for; the request ends without it. (POST /requests/{id}/reject)
+
+    The comment is required: it is recorded with your decision.
+
+    Example:
+
+      devctl request reject 0b9f2c1e-... --comment "use the shared cluster instead"
+    """
+    if not comment.strip():
+        raise CliError(
+            "PAO-CLI-004", "a rejection needs a comment", "Say why with --comment", exit_code=2
+        )
+    decide(ctx, request_id, "reject", comment)

@@ -15,8 +15,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
+import yaml
 
 from pao.contracts.topics import ALL_TOPICS
 from pao.devctl.profiles import Profile, save_profile
@@ -112,6 +114,10 @@ async def _up(settings: Settings) -> None:
         )
         if stop.is_set():
             return
+        if settings.environments_file is None:
+            settings = settings.model_copy(
+                update={"environments_file": write_environments(data_dir, database_url)}
+            )
         applied = await migrate(database_url, MIGRATIONS)
         if applied:
             _say(f"applied {len(applied)} migration(s)")
@@ -169,6 +175,23 @@ async def _up(settings: Settings) -> None:
         if postgres is not None:
             await postgres.stop()
         _say("stopped")
+
+
+def write_environments(data_dir: Path, database_url: str) -> Path:
+    """The `env` settings of a local stack: every environment provisions its databases on the
+    stack's own PostgreSQL server (the admin URL carries no password; PGPASSWORD would)."""
+    parts = urlsplit(database_url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{parts.username or 'postgres'}@{host}" + (f":{parts.port}" if parts.port else "")
+    admin_url = urlunsplit((parts.scheme, netloc, parts.path or "/postgres", "", ""))
+    settings = {name: {"postgres_admin_url": admin_url} for name in ("dev", "staging", "prod")}
+    path = data_dir / "environments.yaml"
+    path.write_text(
+        "# Written by `pao up`; set PAO_ENVIRONMENTS_FILE to use your own.\n"
+        + yaml.safe_dump(settings, sort_keys=True),
+        encoding="utf-8",
+    )
+    return path
 
 
 def _say(message: str) -> None:

@@ -9,7 +9,16 @@ from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
 from pao.contracts.topics import ALL_TOPICS
-from pao.gateway import catalog, health, identity, preview, requests, validation, webhooks
+from pao.gateway import (
+    catalog,
+    health,
+    identity,
+    preview,
+    requests,
+    resource_routes,
+    validation,
+    webhooks,
+)
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import (
     CATALOG,
@@ -48,7 +57,16 @@ def create_app(
         if readiness_checks is not None
         else default_readiness_checks(settings, pool, catalog_parts)
     )
-    for module in (health, identity, catalog, validation, preview, requests, webhooks):
+    for module in (
+        health,
+        identity,
+        catalog,
+        validation,
+        preview,
+        requests,
+        resource_routes,
+        webhooks,
+    ):
         app.add_routes(module.routes)
     return app
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from pao.contracts import errors
 from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, SubmitRequest
 from pao.contracts.errors import ErrorDetail, PaoError
-from pao.contracts.requests import AbortBody, EscalateBody, SubmitBody
+from pao.contracts.requests import AbortBody, DecisionBody, EscalateBody, SubmitBody
 from pao.gateway.bodies import read_model
 from pao.gateway.identity import requester_of
 from pao.gateway.params import int_param, text_param
@@ -92,6 +92,7 @@ async def submit(request: web.Request) -> web.Response:
             correlation_id=request[CORRELATION_ID],
             system=system_scope(settings),
             environments=environments(settings),
+            expires_at=body.expires_at,
         )
     status = "submitted"
     if not outcome.created:
@@ -303,3 +304,76 @@ async def escalate(request: web.Request) -> web.Response:
         },
         status=202,
     )
+
+
+@routes.get("/api/v1/requests/{request_id}/plan")
+async def get_plan(request: web.Request) -> web.Response:
+    """The Terraform plans of the request's actions: each resource's change, sensitive values
+    masked, and where each plan stands (awaiting approval, applied, stale...)."""
+    found = await _visible(request)
+    plans = await queries.get_plans(request.app[POOL], found["request_id"])
+    if not plans:
+        raise PaoError(
+            errors.NO_PLAN,
+            f"request {found['request_id']} has no Terraform plan (yet)",
+            details=[ErrorDetail(field="request_id", message=found["request_id"])],
+        )
+    return web.json_response({"request_id": found["request_id"], "plans": plans})
+
+
+async def _decide(request: web.Request, *, approve: bool) -> web.Response:
+    body = await read_model(request, DecisionBody) if request.body_exists else DecisionBody()
+    if not approve and not body.comment:
+        raise PaoError(
+            errors.INVALID_INPUT,
+            "a rejection needs a comment saying why",
+            details=[ErrorDetail(field="/comment", message="required to reject")],
+        )
+    identity = request[IDENTITY]
+    state = await handlers.decide_on_approval(
+        request.match_info["request_id"],
+        handlers.Decider(identity.user, tuple(identity.teams), tuple(identity.roles)),
+        approve=approve,
+        comment=body.comment,
+        plan_id=body.plan_id,
+        store=request.app[STORE],
+        correlation_id=request[CORRELATION_ID],
+    )
+    approval = next(
+        (
+            a
+            for a in reversed(state.approvals)
+            if any(d["by"] == identity.user for d in a.decisions)
+        ),
+        None,
+    )
+    return web.json_response(
+        {
+            "request_id": state.request_id,
+            "status": state.status,
+            "approval": queries.approval_view(approval) if approval else None,
+        },
+        status=202,
+    )
+
+
+@routes.post("/api/v1/requests/{request_id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    """Approve what the request waits for (an approver only, never the requester)."""
+    return await _decide(request, approve=True)
+
+
+@routes.post("/api/v1/requests/{request_id}/reject")
+async def reject(request: web.Request) -> web.Response:
+    """Reject what the request waits for, with a comment; the request fails with it."""
+    return await _decide(request, approve=False)
+
+
+@routes.get("/api/v1/approvals")
+async def list_approvals(request: web.Request) -> web.Response:
+    """What waits for the caller's approval."""
+    identity = request[IDENTITY]
+    waiting = await queries.approvals_for(
+        request.app[POOL], viewer_of(identity), roles=tuple(identity.roles)
+    )
+    return web.json_response({"approvals": waiting})
