@@ -15,7 +15,7 @@ from pao.contracts.envelope import NewEvent
 from pao.shared.database import create_pool
 from pao.shared.eventstore import EventStore
 
-PAYLOAD = {"item_id": "postgresql-standard", "inputs": {"name": "orders", "size": "m"}}
+PAYLOAD = {"item_id": "postgresql-rds", "inputs": {"name": "orders", "size": "m"}}
 
 
 async def run_writers(writers: int, seconds: float, write) -> float:

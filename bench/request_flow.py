@@ -7,7 +7,7 @@
 The PAO services run as in production, apart from this process (the load generator), in three
 processes: `pao serve gateway`, `pao serve relay projector` and `pao serve request fulfillment`,
 on a fresh database, a broker and an embedded JIRA. Every submit is a `POST /api/v1/requests`
-for postgresql-standard with its own Idempotency-Key, signed with SigV4 for that request (the
+for postgresql-rds with its own Idempotency-Key, signed with SigV4 for that request (the
 signing cost stays here). Each submit ends in a JIRA issue: the fulfillment worker opens it and
 records ActionAwaitingManual, then reads every open issue each --jira-poll-seconds; those reads
 share the worker's queue with the issues still to open, so the queue is printed while figures 2
@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 REPO = HERE.parent
 KEY_ID, SECRET = "PAOBENCHKEY000000002", "bench-secret"
-ITEM = "postgresql-standard"
+ITEM = "postgresql-rds"
 INPUTS = {
     "db_name": "bench",
     "environment": "dev",

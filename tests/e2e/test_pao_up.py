@@ -79,7 +79,7 @@ def test_pao_up_runs_the_stack_devctl_uses_it_and_ctrl_c_leaves_nothing(tmp_path
             timeout=60,
         )
         assert listing.returncode == 0, listing.stderr
-        assert json.loads(listing.stdout)["total"] == 3
+        assert json.loads(listing.stdout)["total"] == 4
     finally:
         up.send_signal(signal.SIGINT)
         try:

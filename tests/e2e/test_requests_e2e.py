@@ -39,7 +39,7 @@ ITEMS = {
         "cost_center": "CC-0001",
         "container_image": "registry.example.com/shop:1.0.0",
     },
-    "postgresql-standard": {
+    "postgresql-rds": {
         "db_name": "shop",
         "environment": "dev",
         "instance_size": "small",
@@ -287,7 +287,7 @@ async def test_the_owning_team_hears_of_an_escalation(pao: Pao, tmp_path: Path) 
         "json",
         "request",
         "submit",
-        "postgresql-standard",
+        "postgresql-rds",
         "--set",
         "db_name=urgent",
         "--set",

@@ -36,10 +36,11 @@ async def failure(gateway: str, method: str, path: str, **kwargs: Any) -> CliErr
 
 async def test_the_catalog_lists_every_item_with_its_version(gateway: str) -> None:
     page = await api(gateway, "GET", "/catalog")
-    assert page["total"] == 3
+    assert page["total"] == 4
     assert [i["id"] for i in page["items"]] == [
         "eks-application",
         "parameterstore-standard",
+        "postgresql-rds",
         "postgresql-standard",
     ]
     assert page["catalog_version"]
@@ -51,10 +52,11 @@ async def test_the_catalog_lists_every_item_with_its_version(gateway: str) -> No
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"category": "databases"}, ["postgresql-standard"]),
+        ({"category": "databases"}, ["postgresql-rds", "postgresql-standard"]),
+        ({"tag": "automated"}, ["postgresql-standard"]),
         ({"owner": "team-security"}, ["parameterstore-standard"]),
         ({"tag": "kubernetes"}, ["eks-application"]),
-        ({"q": "multi-az"}, ["postgresql-standard"]),
+        ({"q": "multi-az"}, ["postgresql-rds"]),
         ({"limit": 1, "offset": 1}, ["parameterstore-standard"]),
         ({"category": "networking"}, []),
     ],
@@ -72,12 +74,12 @@ async def test_a_bad_paging_parameter_is_named(gateway: str) -> None:
 
 
 async def test_an_item_and_its_form_schema(gateway: str) -> None:
-    item = (await api(gateway, "GET", "/catalog/items/postgresql-standard"))["item"]
+    item = (await api(gateway, "GET", "/catalog/items/postgresql-rds"))["item"]
     assert item["metadata"]["owner"] == "team-data"
     assert item["fulfillment"]["actions"][0]["type"] == "jira"
-    schema = await api(gateway, "GET", "/catalog/items/postgresql-standard/schema")
+    schema = await api(gateway, "GET", "/catalog/items/postgresql-rds/schema")
     assert schema["$schema"].endswith("2020-12/schema")
-    assert schema["title"] == "PostgreSQL (standard)"
+    assert schema["title"] == "PostgreSQL on Amazon RDS (dedicated)"
     assert "db_name" in schema["properties"]
 
 

@@ -71,7 +71,7 @@ async def test_validate_catalog_stops_at_the_first_invalid_file_with_file_and_li
 async def test_validate_all_checks_the_whole_catalog_and_fixture_catalogs() -> None:
     code, out, err = await run(SCRIPTS / "validate-all.sh")
     assert code == 0, err
-    assert "3 item(s), 1 bundle(s), all valid" in out
+    assert "4 item(s), 1 bundle(s), all valid" in out
     code, _, err = await run(SCRIPTS / "validate-all.sh", FIXTURES / "invalid" / "duplicate-id")
     assert code == 1
     assert "[duplicate-id" in err
@@ -86,7 +86,7 @@ async def test_validate_all_checks_the_whole_catalog_and_fixture_catalogs() -> N
 async def test_test_template_renders_an_item_from_its_example_or_given_inputs(
     tmp_path: Path,
 ) -> None:
-    code, out, err = await run(SCRIPTS / "test-template.sh", "postgresql-standard")
+    code, out, err = await run(SCRIPTS / "test-template.sh", "postgresql-rds")
     assert code == 0, err
     assert "PostgreSQL orders (medium, prod)" in out
     inputs = tmp_path / "inputs.yaml"
@@ -124,12 +124,12 @@ async def test_validate_changed_checks_only_changed_files_and_requires_a_bump(
     code, out, _ = await run(work / "scripts" / "validate-changed.sh", "main", env=env)
     assert (code, out.strip()) == (0, "no catalog files changed since main")
 
-    item = work / "databases" / "postgresql-standard.yaml"
+    item = work / "databases" / "postgresql-rds.yaml"
     item.write_text(item.read_text().replace("Please provision", "Kindly provision"))
     code, _, err = await run(work / "scripts" / "validate-changed.sh", "main", env=env)
     assert code == 1
     assert "[version-bump" in err
-    assert "databases/postgresql-standard.yaml" in err
+    assert "databases/postgresql-rds.yaml" in err
 
     item.write_text(item.read_text().replace("version: 1.2.0", "version: 1.2.1"))
     code, out, err = await run(work / "scripts" / "validate-changed.sh", "main", env=env)
@@ -153,12 +153,12 @@ async def test_devctl_catalog_list_get_and_schema(gateway: str, tmp_path: Path) 
     env = profile(tmp_path, gateway)
     code, out, err = await run(BIN / "devctl", "catalog", "list", env=env)
     assert code == 0, err
-    assert "3 of 3 item(s)" in out
-    assert "postgresql-standard" in out
+    assert "4 of 4 item(s)" in out
+    assert "postgresql-rds" in out
     code, out, err = await run(
         BIN / "devctl", "-o", "json", "catalog", "list", "--owner", "team-data", env=env
     )
-    assert [i["id"] for i in json.loads(out)["items"]] == ["postgresql-standard"]
+    assert [i["id"] for i in json.loads(out)["items"]] == ["postgresql-rds", "postgresql-standard"]
     code, out, err = await run(BIN / "devctl", "catalog", "get", "eks-application", env=env)
     assert code == 0, err
     assert "container_image" in out

@@ -176,7 +176,7 @@ async def channels(routing: Routing) -> AsyncIterator[dict[str, Channel]]:
 def summary(owner_team: str = "team-data") -> RequestSummary:
     return RequestSummary(
         request_id=f"req-{uuid.uuid4().hex[:8]}",
-        item_id="postgresql-standard",
+        item_id="postgresql-rds",
         item_name="PostgreSQL (standard)",
         owner_team=owner_team,
         requester_id="dana",

@@ -71,9 +71,9 @@ async def test_typed_terraform_variables_and_masked_outputs(gateway: str) -> Non
         },
     )
     assert answer["valid"] is True, answer
-    terraform = answer["actions"][1]["spec"]
+    terraform = answer["actions"][0]["spec"]
     assert terraform["variables"]["name"] == "/orders-api/prod/stripe_key"
-    assert terraform["variables"]["tags"]["approval_ticket"] == "<approval.key>"
+    assert terraform["variables"]["tags"]["environment"] == "prod"
 
 
 async def test_an_unknown_item_or_a_bad_body_is_named(gateway: str) -> None:
@@ -178,8 +178,8 @@ async def test_variables_for_an_item_action_check_declarations(gateway: str) -> 
     )
     assert answer["type"] == "terraform"
     assert answer["rendered"]["workspace"] == "shop-dev"
-    approval = next(t for t in answer["templates"] if t["template"].startswith("{{ outputs"))
-    assert approval["resolve"]["ok"] is True
+    name = next(t for t in answer["templates"] if t["field"].endswith("/variables/name"))
+    assert name["resolve"]["ok"] is True
 
 
 async def test_a_planted_secret_never_comes_back(gateway: str) -> None:

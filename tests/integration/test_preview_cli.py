@@ -114,7 +114,7 @@ async def test_validate_request_lists_every_problem_and_exits_1(
         BIN / "devctl",
         "validate",
         "request",
-        "postgresql-standard",
+        "postgresql-rds",
         "--set",
         "db_name=orders",
         "--set",
@@ -169,10 +169,10 @@ async def test_test_variables_for_a_template_and_for_an_action(
         "test",
         "variables",
         "--item",
-        "parameterstore-standard",
+        "postgresql-rds",
         "--action",
-        "approval",
+        "create_ticket",
         env=env,
     )
     assert code == 0, err
-    assert json.loads(out)["rendered"]["project"] == "SEC"
+    assert json.loads(out)["rendered"]["project"] == "DBA"

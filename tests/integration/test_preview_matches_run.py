@@ -20,7 +20,7 @@ from support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-ITEM = "catalog/databases/postgresql-standard.yaml"
+ITEM = "catalog/databases/postgresql-rds.yaml"
 # Every scope but the ones that differ by nature between a preview and a run (the request's id,
 # its time, outputs of earlier actions): user, inputs and their defaults, env, system, item.
 DESCRIPTION_END = (
@@ -76,14 +76,14 @@ async def test_the_preview_of_an_action_is_what_its_run_renders(
         stack,
         "POST",
         "/validate/request",
-        body={"item_id": "postgresql-standard", "inputs": inputs},
+        body={"item_id": "postgresql-rds", "inputs": inputs},
     )
     assert preview["valid"], preview
     previewed = preview["actions"][0]["spec"]
     assert "account 111122223333" in previewed["description"]
     assert "Platform One" in previewed["description"]
 
-    request_id = await submit(stack, "postgresql-standard", inputs)
+    request_id = await submit(stack, "postgresql-rds", inputs)
     waiting = await status_becomes(stack, request_id, "awaiting_manual")
     started = await stack.pool.fetchval(
         "SELECT data FROM events WHERE stream_id = $1 AND event_type = 'ActionStarted'",

@@ -134,7 +134,7 @@ async def test_a_worker_killed_after_opening_a_ticket_resumes_without_a_second_o
         proxy.answer_delay = 3.0  # JIRA does the work at once but its answers arrive late
         worker = await start_fulfillment(own, proxy.url, tmp_path)
         try:
-            request_id = await submit(stack, "postgresql-standard", POSTGRES)
+            request_id = await submit(stack, "postgresql-rds", POSTGRES)
             label = idempotency_label(request_id, "create_ticket")
 
             async def opened() -> bool:
@@ -179,7 +179,7 @@ async def test_requests_wait_out_a_jira_outage_and_finish_once_it_is_back(
         ) as stack:
             await proxy.down()
             ids = [
-                await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": f"db{n}"})
+                await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": f"db{n}"})
                 for n in range(4)
             ]
 
@@ -233,7 +233,7 @@ async def test_a_worker_killed_inside_the_step_that_records_a_ticket_leaves_noth
         worker = await start_fulfillment(own, proxy.url, tmp_path)
         blocker = await asyncpg.connect(own.database_url)
         try:
-            request_id = await submit(stack, "postgresql-standard", POSTGRES)
+            request_id = await submit(stack, "postgresql-rds", POSTGRES)
             label = idempotency_label(request_id, "create_ticket")
 
             async def opened() -> bool:

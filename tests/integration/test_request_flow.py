@@ -155,7 +155,7 @@ async def test_invalid_inputs_get_every_problem_and_store_nothing(stack: Stack) 
     with pytest.raises(CliError) as caught:
         await submit(
             stack,
-            "postgresql-standard",
+            "postgresql-rds",
             {**POSTGRES, "environment": "prod", "instance_size": "huge"},
         )
     assert caught.value.status == 422
@@ -168,12 +168,12 @@ async def test_a_repeated_submit_with_the_same_key_returns_the_first_request(
     stack: Stack,
 ) -> None:
     headers = {"Idempotency-Key": "order-db-2026-11-26"}
-    first = await submit(stack, "postgresql-standard", POSTGRES, extra_headers=headers)
-    again = await submit(stack, "postgresql-standard", POSTGRES, extra_headers=headers)
+    first = await submit(stack, "postgresql-rds", POSTGRES, extra_headers=headers)
+    again = await submit(stack, "postgresql-rds", POSTGRES, extra_headers=headers)
     assert again == first
     with pytest.raises(CliError) as caught:
         await submit(
-            stack, "postgresql-standard", {**POSTGRES, "db_name": "other"}, extra_headers=headers
+            stack, "postgresql-rds", {**POSTGRES, "db_name": "other"}, extra_headers=headers
         )
     assert caught.value.code == "PAO-REQ-003"
 
@@ -181,7 +181,7 @@ async def test_a_repeated_submit_with_the_same_key_returns_the_first_request(
 async def test_abort_mid_flight_stops_the_request_and_tells_the_ticket(
     stack: Stack, jira: JiraClient
 ) -> None:
-    request_id = await submit(stack, "postgresql-standard", POSTGRES)
+    request_id = await submit(stack, "postgresql-rds", POSTGRES)
     waiting = await status_becomes(stack, request_id, "awaiting_manual")
     key = waiting["actions"][0]["outputs"]["key"]
     answer = await api(
@@ -202,7 +202,7 @@ async def test_abort_mid_flight_stops_the_request_and_tells_the_ticket(
 async def test_a_rejected_ticket_fails_the_request_and_a_retry_opens_a_new_one(
     stack: Stack, jira: JiraClient
 ) -> None:
-    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "ledger"})
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": "ledger"})
     first = (await status_becomes(stack, request_id, "awaiting_manual"))["actions"][0]
     await jira.transition_to(first["outputs"]["key"], "Rejected")
     failed = await status_becomes(stack, request_id, "failed")
@@ -228,7 +228,7 @@ async def test_a_rejected_ticket_fails_the_request_and_a_retry_opens_a_new_one(
 async def test_escalation_raises_the_ticket_priority_and_keeps_history(
     stack: Stack, jira: JiraClient
 ) -> None:
-    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "billing"})
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": "billing"})
     key = (await status_becomes(stack, request_id, "awaiting_manual"))["actions"][0]["outputs"][
         "key"
     ]
@@ -258,7 +258,7 @@ async def test_escalation_raises_the_ticket_priority_and_keeps_history(
 
 
 async def test_requesters_see_only_their_own_requests(stack: Stack) -> None:
-    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "private"})
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": "private"})
     with pytest.raises(CliError) as caught:
         await api(stack, "GET", f"/requests/{request_id}", who="olga")
     assert caught.value.code == "PAO-REQ-001"
@@ -282,7 +282,7 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, list[Any]]:
 async def test_the_read_models_rebuild_from_position_zero_to_the_same_rows(stack: Stack) -> None:
     from pao.request.projection import rebuild
 
-    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "rebuilt"})
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": "rebuilt"})
     await status_becomes(stack, request_id, "awaiting_manual")
     await api(stack, "POST", f"/requests/{request_id}/escalate", body={"reason": "soon please"})
 
@@ -308,7 +308,7 @@ async def test_the_read_models_rebuild_from_position_zero_to_the_same_rows(stack
 async def test_logs_follow_streams_events_until_the_request_ends(
     stack: Stack, jira: JiraClient
 ) -> None:
-    request_id = await submit(stack, "postgresql-standard", {**POSTGRES, "db_name": "streamed"})
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": "streamed"})
     key = (await status_becomes(stack, request_id, "awaiting_manual"))["actions"][0]["outputs"][
         "key"
     ]

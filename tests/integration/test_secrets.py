@@ -95,7 +95,7 @@ async def test_previews_and_validation_never_show_a_secret(
                 client.request,
                 "POST",
                 "/preview/form",
-                body={"item_id": "postgresql-standard", "inputs": {}},
+                body={"item_id": "postgresql-rds", "inputs": {}},
             ),
         ]
     finally:

@@ -165,14 +165,14 @@ POSTGRES = {
 async def submit_many(
     url: str, count: int, *, refusals: list[str] | None = None, first: int = 0
 ) -> list[str]:
-    """`count` requests for postgresql-standard, each with its own Idempotency-Key."""
+    """`count` requests for postgresql-rds, each with its own Idempotency-Key."""
     ids = []
     for n in range(first, first + count):
         answer = await call(
             url,
             "POST",
             "/requests",
-            body={"item_id": "postgresql-standard", "inputs": {**POSTGRES, "db_name": f"db{n}"}},
+            body={"item_id": "postgresql-rds", "inputs": {**POSTGRES, "db_name": f"db{n}"}},
             extra_headers={"Idempotency-Key": f"load-{n}"},
             refusals=refusals,
         )

@@ -17,7 +17,7 @@ def fields(item_id: str, inputs: dict) -> dict:
 
 
 def test_fields_follow_the_declared_order() -> None:
-    item = ITEMS["postgresql-standard"]
+    item = ITEMS["postgresql-rds"]
     described = describe_form(item["form"]["schema"], {}, order=item["form"]["order"])
     assert [f.name for f in described.fields] == item["form"]["order"]
 
@@ -31,17 +31,17 @@ def test_a_branch_only_field_appears_when_its_condition_holds() -> None:
 
 
 def test_an_active_branch_tightens_constraints_and_requirements() -> None:
-    prod = fields("postgresql-standard", {"environment": "prod"})
+    prod = fields("postgresql-rds", {"environment": "prod"})
     assert prod["multi_az"].required is True
     assert prod["multi_az"].constraints["const"] is True
     assert prod["backup_retention_days"].constraints["minimum"] == 14
-    dev = fields("postgresql-standard", {"environment": "dev"})
+    dev = fields("postgresql-rds", {"environment": "dev"})
     assert dev["multi_az"].required is False
     assert "const" not in dev["multi_az"].constraints
 
 
 def test_common_type_references_are_resolved_for_display() -> None:
-    environment = fields("postgresql-standard", {})["environment"]
+    environment = fields("postgresql-rds", {})["environment"]
     assert environment.enum == ["dev", "staging", "prod"]
     assert environment.type == "string"
 

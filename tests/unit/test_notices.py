@@ -51,7 +51,7 @@ def routing(extra: str = "") -> Routing:
 def summary(**changes: object) -> RequestSummary:
     fields: dict[str, object] = {
         "request_id": "req-7f3a",
-        "item_id": "postgresql-standard",
+        "item_id": "postgresql-rds",
         "item_name": "PostgreSQL (standard)",
         "owner_team": "team-data",
         "requester_id": "dana",
@@ -236,7 +236,7 @@ def test_the_webhook_payload_describes_the_event() -> None:
         "event_type": "ActionAwaitingManual",
         "event_id": str(event.event_id),
         "request_id": "req-7f3a",
-        "item_id": "postgresql-standard",
+        "item_id": "postgresql-rds",
         "status": "awaiting_manual",
         "recipient": "team:team-payments",
         "subject": notice.subject,

@@ -30,7 +30,7 @@ CONTEXT = {
         "tags": ["a", "b"],
         "db": {"name": "orders"},
     },
-    "item": {"id": "postgresql-standard", "version": "1.2.0"},
+    "item": {"id": "postgresql-rds", "version": "1.2.0"},
     "system": {"platform_name": "PAO", "region": "eu-west-1"},
     "env": {"account_id": "123456789012"},
     "outputs": {"create_ticket": {"key": "DBA-7"}},

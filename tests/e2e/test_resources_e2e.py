@@ -1,0 +1,271 @@
+"""Resources through `pao up` and devctl, with real Terraform and a real PostgreSQL server: a
+database is created, changed in place and dropped; production needs the data team's approval,
+never the requester's, and nothing is applied before it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import yaml
+
+from conftest import BIN, REPO
+from pao.devctl.profiles import Profile, save_profile
+from pao.devstack.ports import free_port
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.skipif(
+        shutil.which("terraform") is None or shutil.which("psql") is None,
+        reason="needs terraform and psql",
+    ),
+]
+
+APPROVER_KEY = "PAOAPPROVERKEY000001"
+APPROVER_SECRET = "approver-secret-for-tests"
+
+
+@dataclass
+class Stack:
+    info: dict[str, Any]
+    env: dict[str, str]
+    log: Path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    tmp = tmp_path_factory.mktemp("pao-resources")
+    keys = tmp / "keys.yaml"
+    keys.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "access_key_id": APPROVER_KEY,
+                    "secret_access_key": APPROVER_SECRET,
+                    "user": "omar",
+                    "teams": ["team-data"],
+                }
+            ]
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAO_", "AWS_"))}
+    env |= {
+        "PAO_CONFIG_FILE": str(tmp / "devctl.yaml"),
+        "PAO_LOG_FORMAT": "json",
+        "PAO_KEYS_FILE": str(keys),
+        "COLUMNS": "200",
+    }
+    log_path = tmp / "pao-up.log"
+    log = log_path.open("wb")
+    up = subprocess.Popen(
+        [str(BIN / "pao"), "up", "--port", str(free_port()), "--data-dir", str(tmp / "state")],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    stack_file = tmp / "state" / "stack.json"
+    deadline = time.monotonic() + 90
+    while not stack_file.exists():
+        assert up.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "pao up did not come up"
+        await asyncio.sleep(0.2)
+    info = json.loads(stack_file.read_text())
+    save_profile(
+        "approver",
+        Profile(
+            endpoint=info["gateway"],
+            region="us-east-1",
+            access_key_id=APPROVER_KEY,
+            secret_access_key=APPROVER_SECRET,
+        ),
+        make_default=False,
+        path=tmp / "devctl.yaml",
+    )
+    try:
+        yield Stack(info, env, log_path)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+        log.close()
+
+
+def devctl(stack: Stack, *args: str, profile: str = "local", timeout: float = 180) -> Any:
+    return subprocess.run(
+        [str(BIN / "devctl"), "--profile", profile, *args],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def json_of(done: subprocess.CompletedProcess[str], stack: Stack) -> Any:
+    assert done.returncode == 0, f"{done.stderr}\n{stack.log.read_text()[-4000:]}"
+    return json.loads(done.stdout)
+
+
+async def database(stack: Stack, name: str) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(stack.info["database"])
+    try:
+        return await conn.fetchrow(
+            "SELECT d.oid, d.datconnlimit, r.rolname AS owner FROM pg_database d "
+            "JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = $1",
+            name,
+        )
+    finally:
+        await conn.close()
+
+
+def submit(stack: Stack, db_name: str, environment: str, *extra: str) -> dict[str, Any]:
+    return json_of(
+        devctl(
+            stack,
+            "-o",
+            "json",
+            "request",
+            "submit",
+            "postgresql-standard",
+            "--set",
+            f"db_name={db_name}",
+            "--set",
+            f"environment={environment}",
+            "--set",
+            "owner_email=shop@example.com",
+            *extra,
+        ),
+        stack,
+    )
+
+
+async def status(stack: Stack, request_id: str, wanted: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = json_of(devctl(stack, "-o", "json", "request", "status", request_id), stack)
+        if found["status"] == wanted:
+            return found
+        assert found["status"] not in ("completed", "failed", "aborted"), found
+        assert time.monotonic() < deadline, f"{request_id} is {found['status']}, not {wanted}"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_database_is_created_changed_in_place_and_dropped(stack: Stack) -> None:
+    name = f"shop_{uuid.uuid4().hex[:8]}"
+    created = submit(stack, name, "dev", "--set", "connection_limit=25", "--wait")
+    assert created["status"] == "completed", created
+    request = json_of(devctl(stack, "-o", "json", "request", "get", created["request_id"]), stack)
+    assert request["kind"] == "create"
+    resource_id = request["resource_id"]
+    made = await database(stack, name)
+    assert made is not None
+    assert made["datconnlimit"] == 25
+    resource = json_of(devctl(stack, "-o", "json", "resource", "get", resource_id), stack)
+    assert resource["state"] == "active"
+    assert resource["outputs"]["database"]["database"] == name
+    assert [r["kind"] for r in resource["requests"]] == ["create"]
+    logs = devctl(stack, "-o", "json", "request", "logs", created["request_id"])
+    assert logs.returncode == 0, logs.stderr
+    entries = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
+    terraform_lines = [e for e in entries if e["event_type"] == "ActionLogged"]
+    assert any("Creation complete" in e["message"] for e in terraform_lines), terraform_lines
+
+    updated = json_of(
+        devctl(
+            stack,
+            "-o",
+            "json",
+            "resource",
+            "update",
+            resource_id,
+            "--set",
+            "connection_limit=7",
+            "--yes",
+            "--wait",
+        ),
+        stack,
+    )
+    assert updated["status"] == "completed", updated
+    changed = await database(stack, name)
+    assert changed is not None
+    assert (changed["oid"], changed["datconnlimit"]) == (made["oid"], 7)
+    plans = json_of(devctl(stack, "-o", "json", "terraform", "plan", updated["request_id"]), stack)
+    assert plans["plans"][-1]["state"] == "applied"
+    assert not any(c["action"] == "delete" for c in plans["plans"][-1]["changes"])
+
+    gone = json_of(
+        devctl(
+            stack,
+            "-o",
+            "json",
+            "resource",
+            "decommission",
+            resource_id,
+            "--reason",
+            "the shop moved",
+            "--yes",
+            "--wait",
+        ),
+        stack,
+    )
+    assert gone["status"] == "completed", gone
+    assert await database(stack, name) is None
+    resource = json_of(devctl(stack, "-o", "json", "resource", "get", resource_id), stack)
+    assert resource["state"] == "decommissioned"
+    assert [r["kind"] for r in resource["requests"]] == ["create", "update", "decommission"]
+    refused = devctl(
+        stack, "resource", "update", resource_id, "--set", "connection_limit=9", "--yes"
+    )
+    assert refused.returncode != 0
+    assert "PAO-RES-002" in refused.stderr
+
+
+async def test_production_waits_for_the_data_team_and_a_rejection_ends_it(stack: Stack) -> None:
+    name = f"orders_{uuid.uuid4().hex[:8]}"
+    submitted = submit(stack, name, "prod", "--set", "connection_limit=20")
+    request_id = submitted["request_id"]
+    await status(stack, request_id, "awaiting_approval")
+    assert await database(stack, name) is None  # planned, not applied
+
+    own = devctl(stack, "request", "approve", request_id)
+    assert own.returncode != 0
+    assert "PAO-REQ-004" in own.stderr
+
+    waiting = json_of(devctl(stack, "-o", "json", "approvals", "list", profile="approver"), stack)
+    mine = [a for a in waiting["approvals"] if a["request_id"] == request_id]
+    assert mine
+    assert mine[0]["plan"]["counts"]["add"] >= 1
+    approved = devctl(
+        stack, "terraform", "apply", request_id, "--comment", "ok", "--yes", profile="approver"
+    )
+    assert approved.returncode == 0, approved.stderr
+    await status(stack, request_id, "completed")
+    assert await database(stack, name) is not None
+    detail = json_of(devctl(stack, "-o", "json", "request", "get", request_id), stack)
+    assert detail["approval"]["decisions"][0]["by"] == "omar"
+
+    other = f"orders_{uuid.uuid4().hex[:8]}"
+    rejected_id = submit(stack, other, "prod", "--set", "connection_limit=20")["request_id"]
+    await status(stack, rejected_id, "awaiting_approval")
+    no = devctl(
+        stack, "request", "reject", rejected_id, "--comment", "use the shared one",
+        profile="approver",
+    )  # fmt: skip
+    assert no.returncode == 0, no.stderr
+    ended = await status(stack, rejected_id, "failed")
+    assert "use the shared one" in ended["last_error"]
+    assert await database(stack, other) is None
