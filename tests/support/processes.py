@@ -38,7 +38,14 @@ class ServiceProcesses:
 
     @classmethod
     def configured(
-        cls, tmp: Path, *, database_url: str, kafka: str, jira: str, **extra: str
+        cls,
+        tmp: Path,
+        *,
+        database_url: str,
+        kafka: str,
+        jira: str,
+        more_keys: tuple[dict[str, Any], ...] = (),
+        **extra: str,
     ) -> ServiceProcesses:
         keys = tmp / "keys.yaml"
         keys.write_text(
@@ -51,7 +58,8 @@ class ServiceProcesses:
                         "email": "dana@example.com",
                         "teams": ["payments"],
                         "roles": ["admin"],
-                    }
+                    },
+                    *more_keys,
                 ]
             )
         )
