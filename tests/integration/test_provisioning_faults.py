@@ -1,6 +1,6 @@
 """Terraform actions under faults, with `pao serve` processes, real Terraform and a real server:
 a worker killed during apply, an abort during apply, and a plan that went stale between its
-approval and its apply.
+approval and its apply; and a resource that expires.
 
 The catalog is the repository's, with postgresql-standard's module made slow (a pause after the
 database exists) so that a kill or an abort lands while Terraform applies.
@@ -14,6 +14,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -95,6 +96,8 @@ async def platform(
                 PAO_CATALOG_DIR=str(slow_catalog(tmp)),
                 PAO_ENVIRONMENTS_FILE=str(environments),
                 PAO_FULFILLMENT_LEASE_SECONDS="3",
+                PAO_RESOURCE_EXPIRY_CHECK_SECONDS="1",
+                PAO_RESOURCE_EXPIRY_NOTICE_SECONDS="3600",
                 more_keys=(
                     {
                         "access_key_id": DATA_KEY,
@@ -115,7 +118,7 @@ async def platform(
         await broker.stop()
 
 
-async def submit(platform: Platform, db_name: str, environment: str = "dev") -> str:
+async def submit(platform: Platform, db_name: str, environment: str = "dev", **extra: Any) -> str:
     answer = await call(
         platform.procs.gateway_url,
         "POST",
@@ -128,6 +131,7 @@ async def submit(platform: Platform, db_name: str, environment: str = "dev") -> 
                 "connection_limit": 20,
                 "owner_email": "shop@example.com",
             },
+            **extra,
         },
         extra_headers={"Idempotency-Key": str(uuid.uuid4())},
     )
@@ -279,3 +283,35 @@ async def approve_as_data_team(platform: Platform, request_id: str, plan_id: str
         )
     finally:
         api.close()
+
+
+async def test_an_expired_resource_is_noticed_then_decommissioned_by_pao(
+    platform: Platform,
+) -> None:
+    name = f"expiring_{uuid.uuid4().hex[:8]}"
+    soon = (datetime.now(UTC) + timedelta(seconds=25)).isoformat()
+    request_id = await submit(platform, name, expires_at=soon)
+    made = await becomes(platform, request_id, "completed")
+    assert await databases_named(platform, name) == 1
+    resource_id = made["resource_id"]
+
+    async def gone() -> dict | None:
+        resource = await call(platform.procs.gateway_url, "GET", f"/resources/{resource_id}")
+        return resource if resource["state"] == "decommissioned" else None
+
+    resource = await eventually(gone, timeout=120, interval=0.5, what="the expiry to end it")
+    assert [r["kind"] for r in resource["requests"]] == ["create", "decommission"]
+    assert resource["requests"][-1]["requester"] == "pao"
+    assert await databases_named(platform, name) == 0
+    conn = await asyncpg.connect(platform.dsn)
+    try:
+        kinds = [
+            r["event_type"]
+            for r in await conn.fetch(
+                "SELECT event_type FROM events WHERE stream_id = $1 ORDER BY stream_version",
+                f"resource-{resource_id}",
+            )
+        ]
+    finally:
+        await conn.close()
+    assert kinds.index("ResourceExpiring") < kinds.index("ResourceDecommissioning")

@@ -286,7 +286,35 @@ def test_the_example_file_loads_with_the_default_events() -> None:
         "RequestFailed",
         "RequestAborted",
         "RequestEscalated",
+        "ApprovalRequested",
+        "ResourceExpiring",
     }
+
+
+def test_an_approval_tells_the_requester_and_each_approving_team_how_to_decide() -> None:
+    from pao.contracts.events import ApprovalPolicy, ApprovalRequested, Approvers
+
+    event = envelope(
+        ApprovalRequested(
+            request_id="req-7f3a",
+            action="database",
+            plan_id="plan-1",
+            policy=ApprovalPolicy(approvers=Approvers(users=["sam"], teams=["team-data", "sec"])),
+        )
+    )
+    notices = by_target(notices_for(event, summary(owner_team="team-web"), routing()))
+
+    assert set(notices) == {
+        ("requester:dana", "mail"),
+        ("team:team-data", "data-slack"),
+        ("team:team-data", "mail"),
+        ("team:sec", "ops-webhook"),  # the "*" entry for a team without its own
+    }
+    to_team = notices["team:team-data", "mail"]
+    assert "Approval needed" in to_team.subject
+    assert "devctl terraform plan req-7f3a" in to_team.text
+    assert "devctl request approve req-7f3a" in to_team.text
+    assert "sam, team-data, sec" in notices["requester:dana", "mail"].text
 
 
 def test_secrets_stay_out_of_the_routing_repr() -> None:

@@ -127,6 +127,16 @@ class Settings(BaseSettings):
         description="PostgreSQL ends a session idle inside a transaction this long (a frozen "
         "process), releasing its locks; 0: never.",
     )
+    resource_expiry_notice_seconds: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="How long before a resource expires its owner is told (ResourceExpiring).",
+    )
+    resource_expiry_check_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often expired resources are looked for and decommissioned.",
+    )
     fulfillment_lease_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -30,7 +30,9 @@ _PROJECTION_WAIT = 2.0
 
 
 def viewer_of(identity: Identity) -> queries.Viewer:
-    return queries.Viewer(user=identity.user, teams=identity.teams, admin=identity.is_admin)
+    return queries.Viewer(
+        user=identity.user, teams=identity.teams, admin=identity.is_admin, roles=identity.roles
+    )
 
 
 def _not_found(request_id: str) -> PaoError:

@@ -1,8 +1,9 @@
 """Which events notify whom, and what each notice says. Pure: no I/O.
 
-The requester hears when a manual step opens, and when the request completes, fails, is aborted
-or escalated. The owning team hears when a manual step opens for it, when a request fails, and
-when one is escalated to it.
+The requester hears when a manual step opens, when the request waits for an approval, and when
+it completes, fails, is aborted or escalated. The owning team hears when a manual step opens for
+it, when a request fails, and when one is escalated to it. The teams an approval policy names
+hear when a request waits for their approval.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pao.notification.summary import RequestSummary
 
 REQUESTER = "requester"
 TEAM = "team"
+#: The teams an approval policy names (people named one by one are not reachable: PAO keeps no
+#: directory of addresses; they see what waits for them with `devctl approvals list`).
+APPROVERS = "approvers"
 
 #: Who hears about each event.
 AUDIENCES: dict[str, tuple[str, ...]] = {
@@ -29,6 +33,8 @@ AUDIENCES: dict[str, tuple[str, ...]] = {
     "RequestFailed": (REQUESTER, TEAM),
     "RequestAborted": (REQUESTER,),
     "RequestEscalated": (REQUESTER, TEAM),
+    "ApprovalRequested": (REQUESTER, APPROVERS),
+    "ResourceExpiring": (REQUESTER,),
 }
 
 _REASON_LIMIT = 1_000
@@ -59,6 +65,26 @@ _TEMPLATES: dict[tuple[str, str], tuple[str, str]] = {
         " ({{ request_id }})",
         "Request {{ request_id }} for {{ item_name }}, from {{ requester_name }}, needs your team"
         "{% if jira_key %}: {{ jira_key }}{% endif %}.\n",
+    ),
+    ("ApprovalRequested", REQUESTER): (
+        "[PAO] {{ item_name }} ({{ request_id }}) is waiting for approval",
+        "Your request {{ request_id }} for {{ item_name }} is waiting for approval"
+        "{% if plan_id %} of its Terraform plan{% endif %} by {{ approvers }}."
+        " PAO carries on once it is approved.\n",
+    ),
+    ("ApprovalRequested", APPROVERS): (
+        "[PAO] Approval needed: {{ item_name }} for {{ requester_name }} ({{ request_id }})",
+        "{{ requester_name }} requested {{ item_name }} ({{ request_id }}), which needs your"
+        " approval{% if plan_id %} of its Terraform plan {{ plan_id }}{% endif %}.\n"
+        "See it with `devctl {{ 'terraform plan' if plan_id else 'request get' }}"
+        " {{ request_id }}`, then `devctl request approve {{ request_id }}` or"
+        " `devctl request reject {{ request_id }} --comment WHY`.\n",
+    ),
+    ("ResourceExpiring", REQUESTER): (
+        "[PAO] Your {{ item_name }} expires at {{ expires_at }}",
+        "What your request {{ request_id }} for {{ item_name }} made (resource {{ resource_id }})"
+        " expires at {{ expires_at }}; PAO decommissions it then. To keep it, ask its owning team"
+        " ({{ owner_team }}).\n",
     ),
     ("RequestCompleted", REQUESTER): (
         "[PAO] {{ item_name }} ({{ request_id }}) is ready",
@@ -159,7 +185,21 @@ def _context(event: EventEnvelope, summary: RequestSummary) -> dict[str, Any]:
         "urgency": data.get("urgency") or "normal",
         "level": data.get("level") or summary.escalation_level,
         "request_url": f"{gateway}/api/v1/requests/{summary.request_id}" if gateway else None,
+        "plan_id": data.get("plan_id"),
+        "expires_at": data.get("expires_at"),
+        "resource_id": data.get("resource_id"),
+        "approvers": ", ".join(_approver_names(data)) or "its approvers",
     }
+
+
+def _approver_names(data: dict[str, Any]) -> list[str]:
+    approvers = (data.get("policy") or {}).get("approvers") or {}
+    return [*approvers.get("users", []), *approvers.get("teams", []), *approvers.get("roles", [])]
+
+
+def _approving_teams(event: EventEnvelope) -> list[str]:
+    policy = event.data.get("policy") or {}
+    return list((policy.get("approvers") or {}).get("teams") or [])
 
 
 def _render(event_type: str, audience: str, context: dict[str, Any]) -> tuple[str, str]:
@@ -248,26 +288,48 @@ def notices_for(event: EventEnvelope, summary: RequestSummary, routing: Routing)
     notices: list[Notice] = []
     for audience in audiences:
         if audience == REQUESTER:
-            recipient = f"requester:{summary.requester_id}"
-            targets = [(name, summary.requester_email) for name in routing.requesters]
-        else:
-            recipient = f"team:{summary.owner_team}"
-            targets = [(t.channel, t.to) for t in routing.team_targets(summary.owner_team)]
-        subject, text = _render(event.event_type, audience, context)
-        for name, email in targets:
-            config = routing.channels[name]
-            address = email if config.type == "email" else None
-            if config.type == "email" and not address:
-                continue
-            notices.append(
-                Notice(
-                    event_id=event.event_id,
-                    recipient=recipient,
-                    channel=name,
-                    address=address,
-                    subject=subject,
-                    text=text,
-                    payload=_payload(config, event, context, recipient, subject, text),
+            groups = [
+                (
+                    f"requester:{summary.requester_id}",
+                    [(name, summary.requester_email) for name in routing.requesters],
                 )
+            ]
+        else:
+            teams = _approving_teams(event) if audience == APPROVERS else [summary.owner_team]
+            groups = [
+                (f"team:{team}", [(t.channel, t.to) for t in routing.team_targets(team)])
+                for team in teams
+            ]
+        subject, text = _render(event.event_type, audience, context)
+        for recipient, targets in groups:
+            notices.extend(_notices(event, routing, context, recipient, targets, subject, text))
+    return notices
+
+
+def _notices(
+    event: EventEnvelope,
+    routing: Routing,
+    context: dict[str, Any],
+    recipient: str,
+    targets: list[tuple[str, str | None]],
+    subject: str,
+    text: str,
+) -> list[Notice]:
+    notices = []
+    for name, email in targets:
+        config = routing.channels[name]
+        address = email if config.type == "email" else None
+        if config.type == "email" and not address:
+            continue
+        notices.append(
+            Notice(
+                event_id=event.event_id,
+                recipient=recipient,
+                channel=name,
+                address=address,
+                subject=subject,
+                text=text,
+                payload=_payload(config, event, context, recipient, subject, text),
             )
+        )
     return notices

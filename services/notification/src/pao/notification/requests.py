@@ -62,7 +62,9 @@ async def _summary(
 
 def _learnt(summary: RequestSummary, event: ev.RequestEvent) -> RequestSummary:
     """The summary once the event applies: the status it moves to, a ticket, a level."""
-    status = event.request_status or getattr(event, "status", None) or summary.status
+    status = (
+        getattr(event, "request_status", None) or getattr(event, "status", None) or summary.status
+    )
     match event:
         case ev.ActionAwaitingManual():
             return replace(summary, status=status, jira_key=event.key, jira_url=event.url)
@@ -75,7 +77,9 @@ def _learnt(summary: RequestSummary, event: ev.RequestEvent) -> RequestSummary:
     return replace(summary, status=status)
 
 
-async def on_notifying(delivery: Delivery[ev.RequestEvent], *, notifier: Notifier) -> None:
+async def on_notifying(
+    delivery: Delivery[ev.RequestEvent | ev.ResourceEvent], *, notifier: Notifier
+) -> None:
     """Bring the request's summary up to date and queue the notices the event calls for."""
     event = delivery.event
     before = await _summary(delivery.conn, event.request_id, notifier)
@@ -100,5 +104,5 @@ def handlers(notifier: Notifier) -> Handlers:
     wanted = frozenset(notifier.routing.events) & NOTIFYING_EVENTS
     return {
         ev.RequestSubmitted: on_submitted,
-        **{ev.REQUEST_EVENTS[name]: notify for name in sorted(wanted)},
+        **{ev.ALL_EVENTS[name]: notify for name in sorted(wanted)},
     }

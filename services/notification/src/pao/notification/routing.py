@@ -28,6 +28,8 @@ NOTIFYING_EVENTS: frozenset[str] = frozenset(
         "RequestFailed",
         "RequestAborted",
         "RequestEscalated",
+        "ApprovalRequested",
+        "ResourceExpiring",
     }
 )
 

@@ -46,14 +46,27 @@ _SUMMARY = """request_id, item_id, item_version, item_name, owner_team, requeste
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who is asking: requesters see their own requests, teams those of their items, admins all."""
+    """Who is asking: requesters see their own requests, teams those of their items, admins all,
+    and approvers a request while it waits for them."""
 
     user: str
     teams: tuple[str, ...] = ()
     admin: bool = False
+    roles: tuple[str, ...] = ()
 
     def may_see(self, row: dict[str, Any]) -> bool:
-        return self.admin or row["requester"] == self.user or row["owner_team"] in self.teams
+        if self.admin or row["requester"] == self.user or row["owner_team"] in self.teams:
+            return True
+        approval = row.get("approval")
+        return bool(approval and approval["state"] == "pending" and self.approves(approval))
+
+    def approves(self, approval: dict[str, Any]) -> bool:
+        approvers = approval["approvers"]
+        return (
+            self.user in (approvers.get("users") or ())
+            or bool(set(self.teams) & set(approvers.get("teams") or ()))
+            or bool(set(self.roles) & set(approvers.get("roles") or ()))
+        )
 
 
 @dataclass(frozen=True)
