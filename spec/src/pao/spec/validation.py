@@ -244,7 +244,31 @@ def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Ite
         if "when" in action:
             yield from template_problems(action["when"], declared, pointer(*base, "when"))
         yield from _templates_in(action.get(kind), declared, (*base, kind))
+        when = (action.get("approval") or {}).get("when") or {}
+        if "changes" in when and kind != "terraform":
+            yield Problem(
+                "approval-changes",
+                f"approval.when.changes needs a Terraform plan; '{name}' is a {kind} action "
+                "(use environments or kinds, or drop it)",
+                pointer(*base, "approval", "when", "changes"),
+            )
         outputs[name] = declared_outputs(action)
+    approval_when = (fulfillment.get("approval") or {}).get("when") or {}
+    if "changes" in approval_when:
+        yield Problem(
+            "approval-changes",
+            "approval.when.changes applies to a Terraform action's plan, not to a whole request; "
+            "put the approval on the action",
+            pointer("fulfillment", "approval", "when", "changes"),
+        )
+    teardown_names = [a["name"] for a in (item.get("lifecycle") or {}).get("teardown") or []]
+    for index, name in enumerate(teardown_names):
+        if name in seen or teardown_names.index(name) != index:
+            yield Problem(
+                "action-name",
+                f"teardown action '{name}' has the name of another action",
+                pointer("lifecycle", "teardown", index, "name"),
+            )
     fallback = fulfillment.get("fallback") or {}
     if "jira" in fallback:
         declared = Declarations(inputs=inputs, secrets=secrets, outputs=dict(outputs))
