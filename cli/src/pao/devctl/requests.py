@@ -16,6 +16,7 @@ from pao.devctl.context import call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
+from pao.devctl.plans import approval_summary
 
 app = typer.Typer(help="Request services and follow them.", no_args_is_help=True)
 
@@ -230,6 +231,8 @@ def get(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> Non
             k: found.get(k)
             for k in (
                 "request_id",
+                "kind",
+                "resource_id",
                 "item_id",
                 "item_version",
                 "status",
@@ -254,6 +257,13 @@ def get(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> Non
             for a in found["actions"]
         ],
     )
+    approval = found.get("approval")
+    if approval:
+        console.print(
+            approval_summary(approval),
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command("status")
