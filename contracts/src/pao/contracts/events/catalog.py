@@ -1,7 +1,10 @@
 """Catalog events (stream `catalog`): items and bundles as published, and each refresh.
 
 Every version of every item stays in the stream, named by its content hash, so a request can pin
-the exact definition it was made against and any service can find that definition again.
+the exact definition it was made against and any service can find that definition again. An item's
+Terraform modules are named the same way: `modules` maps each module source its actions name to
+the content hash of the snapshot the catalog stored of it (table `terraform_modules`), so the
+module a request runs is the one published with its definition, whatever the catalog holds now.
 """
 
 from __future__ import annotations
@@ -29,25 +32,29 @@ class CatalogItemPublished(CatalogEvent):
     """An item appeared in the catalog."""
 
     event_type: ClassVar[str] = "CatalogItemPublished"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     item_id: str
     version: str
     path: str
     item_hash: str
     item: dict[str, Any]
+    #: module source (as the item names it) -> module hash (`sha256:<hex>` of its snapshot)
+    modules: dict[str, str] = {}
 
 
 class CatalogItemUpdated(CatalogEvent):
     """An item's definition changed."""
 
     event_type: ClassVar[str] = "CatalogItemUpdated"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     item_id: str
     previous_version: str
     version: str
     path: str
     item_hash: str
     item: dict[str, Any]
+    #: module source (as the item names it) -> module hash (`sha256:<hex>` of its snapshot)
+    modules: dict[str, str] = {}
 
 
 class CatalogItemRemoved(CatalogEvent):
@@ -113,5 +120,12 @@ def _with_item_hash(data: Payload) -> Payload:
     return {**data, "item_hash": item_hash(data["item"])}
 
 
+def _without_modules(data: Payload) -> Payload:
+    """Version 2 knew no module snapshots: its item's modules run from the catalog on disk."""
+    return {**data, "modules": {}}
+
+
 REGISTRY.upcaster("CatalogItemPublished", 1)(_with_item_hash)
 REGISTRY.upcaster("CatalogItemUpdated", 1)(_with_item_hash)
+REGISTRY.upcaster("CatalogItemPublished", 2)(_without_modules)
+REGISTRY.upcaster("CatalogItemUpdated", 2)(_without_modules)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from pao.catalog.follower import follow_catalog
+from pao.catalog.modules import ModuleSnapshots
 from pao.catalog.refresh import refresh_catalog
 from pao.catalog.sources import CatalogSource, DirectorySource, GitSource, SourceError
 from pao.catalog.view import CatalogView
@@ -28,7 +29,9 @@ class CatalogParts:
 
 
 def source_from_settings(settings: Settings) -> CatalogSource:
-    """The git source when PAO_CATALOG_GIT_URL is set, else the local directory."""
+    """The git source when PAO_CATALOG_GIT_URL is set, else the local directory; git module
+    sources are fetched into PAO_DATA_DIR/module-git."""
+    modules = ModuleSnapshots(settings.data_dir.resolve() / "module-git")
     if settings.catalog_git_url:
         token_provider = None
         if settings.catalog_git_token_secret:
@@ -44,8 +47,9 @@ def source_from_settings(settings: Settings) -> CatalogSource:
             cache_dir=settings.data_dir.resolve() / "catalog-git",
             token=settings.catalog_git_token,
             token_provider=token_provider,
+            modules=modules,
         )
-    return DirectorySource(settings.catalog_dir.resolve())
+    return DirectorySource(settings.catalog_dir.resolve(), modules=modules)
 
 
 async def start_view(scope: Scope, parts: CatalogParts) -> None:

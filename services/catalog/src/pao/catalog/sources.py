@@ -1,4 +1,8 @@
-"""Where a catalog comes from: a local directory, or a git repository fetched into a cache."""
+"""Where a catalog comes from: a local directory, or a git repository fetched into a cache.
+
+A source also says where the catalog's own files are once fetched (its local Terraform modules
+are read from there) and carries the module snapshotter that reads them and fetches git modules.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Protocol
 
 import structlog
 
+from pao.catalog.modules import CatalogFolder, ModuleSnapshots
 from pao.spec.catalog import CatalogFile, read_directory
 
 log = structlog.get_logger(__name__)
@@ -27,10 +32,15 @@ class Fetched:
 
     files: list[CatalogFile]
     revision: str | None
+    #: where the catalog's files are, to read the modules its items name
+    folder: CatalogFolder | None = None
 
 
 class CatalogSource(Protocol):
     """Anything that can produce the catalog's files."""
+
+    #: snapshots the Terraform modules the catalog's items name
+    modules: ModuleSnapshots
 
     def describe(self) -> str: ...
 
@@ -40,8 +50,9 @@ class CatalogSource(Protocol):
 class DirectorySource:
     """A catalog directory on disk (the repository's `catalog/` by default)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, modules: ModuleSnapshots | None = None) -> None:
         self.root = root
+        self.modules = modules or ModuleSnapshots()
 
     def describe(self) -> str:
         return f"dir:{self.root}"
@@ -49,7 +60,8 @@ class DirectorySource:
     async def fetch(self) -> Fetched:
         if not self.root.is_dir():
             raise SourceError(f"catalog directory {self.root} does not exist")
-        return Fetched(await asyncio.to_thread(read_directory, self.root), None)
+        files = await asyncio.to_thread(read_directory, self.root)
+        return Fetched(files, None, CatalogFolder(root=self.root))
 
 
 class GitSource:
@@ -68,6 +80,7 @@ class GitSource:
         cache_dir: Path,
         token: str | None = None,
         token_provider: Callable[[], Awaitable[str]] | None = None,
+        modules: ModuleSnapshots | None = None,
     ) -> None:
         self.url = url
         self.ref = ref
@@ -76,6 +89,7 @@ class GitSource:
         self._token = token
         self._token_provider = token_provider
         self._lock = asyncio.Lock()
+        self.modules = modules or ModuleSnapshots()
 
     def describe(self) -> str:
         sub = f" ({self.subpath})" if self.subpath else ""
@@ -133,4 +147,7 @@ class GitSource:
                 raise SourceError(f"{self.subpath!r} is not a folder of {self.describe()}")
             files = await asyncio.to_thread(read_directory, root)
             log.info("catalog fetched", source=self.describe(), revision=revision, files=len(files))
-            return Fetched(files, revision)
+            folder = CatalogFolder(
+                root=root, repository=repo, commit=revision, subpath=self.subpath
+            )
+            return Fetched(files, revision, folder)

@@ -34,6 +34,8 @@ class CatalogView:
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: each served item's content hash, which a request pins
     hashes: dict[str, str] = field(default_factory=dict)
+    #: each served item's module snapshots (module source -> module hash)
+    modules: dict[str, dict[str, str]] = field(default_factory=dict)
     bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     version: str | None = None
@@ -59,10 +61,12 @@ class CatalogView:
             case ev.CatalogItemPublished() | ev.CatalogItemUpdated():
                 self.items[event.item_id] = event.item
                 self.hashes[event.item_id] = event.item_hash
+                self.modules[event.item_id] = dict(event.modules)
                 self.paths[event.item_id] = event.path
             case ev.CatalogItemRemoved():
                 self.items.pop(event.item_id, None)
                 self.hashes.pop(event.item_id, None)
+                self.modules.pop(event.item_id, None)
                 self.paths.pop(event.item_id, None)
             case ev.CatalogBundlePublished():
                 self.bundles[event.bundle_id] = event.bundle

@@ -14,6 +14,7 @@ from pao.fulfillment.executors import (
     TerraformExecutor,
 )
 from pao.fulfillment.jira import JiraClient
+from pao.fulfillment.modules import ModuleCache
 from pao.fulfillment.steps import Parts
 from pao.fulfillment.terraform import TerraformRunner
 from pao.fulfillment.worker import Worker
@@ -47,15 +48,21 @@ async def parts_from_settings(scope: Scope) -> Parts:
         state_dsn=settings.database_url,
         binary=settings.terraform_binary,
     )
+    definitions_by_hash = Definitions(scope.pool)
     executors: dict[str, Executor] = {
         "jira": jira or Missing("jira", "no JIRA is configured (PAO_JIRA_URL)"),
-        "terraform": TerraformExecutor(runner, settings.catalog_root),
+        "terraform": TerraformExecutor(
+            runner,
+            settings.catalog_root,
+            definitions=definitions_by_hash,
+            modules=ModuleCache(scope.pool, runner.work_root / "modules"),
+        ),
         "rest": RestExecutor(session),
     }
     return Parts(
         pool=scope.pool,
         store=scope.store,
-        definitions=Definitions(scope.pool),
+        definitions=definitions_by_hash,
         executors=executors,
         manual=jira,
         breakers=Breakers(

@@ -2,7 +2,9 @@
 
 A request pins its item by hash and carries only what every consumer needs; fulfilment, the one
 service that needs the whole definition (its templates), keeps every definition the catalog
-publishes in its own table and the ones in use in memory.
+publishes in its own table and the ones in use in memory. With each definition it keeps the
+Terraform module snapshots the catalog published it with (module source -> module hash), which is
+what a Terraform action of a request pinned to that definition runs.
 """
 
 from __future__ import annotations
@@ -41,19 +43,35 @@ class Definitions:
         self._cache.move_to_end(item_hash)
         return found
 
+    async def modules(self, item_hash: str) -> dict[str, str]:
+        """The module snapshots of the definition with this hash (module source -> module hash);
+        empty when the catalog published it before it snapshotted modules, or not yet.
+
+        Read from the table each time (a Terraform run is rare; the map is filled in once for a
+        definition published before snapshots existed)."""
+        found = await self._pool.fetchval(
+            "SELECT modules FROM fulfillment_definitions WHERE item_hash = $1", item_hash
+        )
+        return dict(found or {})
+
 
 async def on_item_published(
     delivery: Delivery[ev.CatalogItemPublished | ev.CatalogItemUpdated],
 ) -> None:
-    """Keep the definition the catalog published (definitions never change under a hash)."""
+    """Keep the definition the catalog published and its module snapshots; neither changes
+    under a hash (the catalog refuses new module content without a new item version). A
+    definition first published before the catalog took snapshots gets its map once."""
     event = delivery.event
     await delivery.conn.execute(
-        "INSERT INTO fulfillment_definitions (item_hash, item_id, item_version, definition) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        "INSERT INTO fulfillment_definitions "
+        "(item_hash, item_id, item_version, definition, modules) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (item_hash) DO UPDATE SET modules = EXCLUDED.modules "
+        "WHERE fulfillment_definitions.modules = '{}'::jsonb",
         event.item_hash,
         event.item_id,
         event.version,
         event.item,
+        event.modules,
     )
 
 

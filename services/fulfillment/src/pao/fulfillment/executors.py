@@ -16,10 +16,16 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
+import structlog
 
+from pao.fulfillment.definitions import Definitions
 from pao.fulfillment.jira import JiraClient, JiraError, JiraIssue
+from pao.fulfillment.modules import ModuleCache, ModuleUnavailable
 from pao.fulfillment.terraform import TerraformError, TerraformRunner
 from pao.spec.problems import value_at
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_REJECTED = ("Rejected", "Won't Do", "Declined")
 
@@ -167,30 +173,69 @@ def _from_jira(exc: JiraError) -> ActionError:
 
 
 class TerraformExecutor:
-    """Plans and applies an action's module in its resource's workspace (see provisioning)."""
+    """Plans and applies an action's module in its resource's workspace (see provisioning).
 
-    def __init__(self, runner: TerraformRunner, catalog_root: Path) -> None:
+    The module is the snapshot the catalog published with the item's definition (`definitions`
+    gives its hash, `modules` unpacks it); a definition published before the catalog took
+    snapshots runs the module from the catalog folder on disk, as before.
+    """
+
+    def __init__(
+        self,
+        runner: TerraformRunner,
+        catalog_root: Path,
+        *,
+        definitions: Definitions | None = None,
+        modules: ModuleCache | None = None,
+    ) -> None:
         self.runner = runner
         self._catalog_root = catalog_root
+        self._definitions = definitions
+        self._modules = modules
 
     def system_of(self, spec: dict[str, Any]) -> str:
         return "terraform"
 
-    def module_dir(self, spec: dict[str, Any]) -> Path:
-        """Where the spec's module is; a git source is refused (not supported yet)."""
+    async def module_dir(self, spec: dict[str, Any], item_hash: str | None) -> Path:
+        """Where the spec's module is: its snapshot for the definition `item_hash`, unpacked
+        under the runner's work root; without one, the catalog folder on disk (never for git)."""
         module = spec["module"]
+        module_hash = None
+        if item_hash is not None and self._definitions is not None:
+            try:
+                module_hash = (await self._definitions.modules(item_hash)).get(module)
+            except (asyncpg.PostgresError, OSError) as exc:
+                raise ActionError(
+                    f"the module snapshots of {item_hash} cannot be read now: {exc}",
+                    transient=True,
+                ) from exc
+        if module_hash is not None and self._modules is not None:
+            try:
+                return await self._modules.materialise(module_hash)
+            except ModuleUnavailable as exc:
+                raise ActionError(
+                    f"module {module}: {exc.message}", transient=exc.transient
+                ) from exc
         if module.startswith("git::"):
             raise ActionError(
-                "git module sources are not supported by this installation", transient=False
+                f"module {module} has no snapshot in the item definition {item_hash}: a git "
+                "module is fetched by the catalog when it publishes the item (refresh the catalog)",
+                transient=False,
             )
+        log.warning(
+            "no snapshot of the module in the item definition; running the catalog's copy on disk",
+            module=module,
+            item_hash=item_hash,
+        )
         return self._catalog_root / module
 
     async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
-        """Apply in one go (plan and apply together), for callers without a plan step."""
+        """Apply in one go (plan and apply together), for callers without a plan step (and
+        without an item definition: the module is the catalog's copy on disk)."""
         workspace = f"{spec.get('workspace') or 'default'}-{key.request_id[:8]}-{key.action}"
         try:
             outputs = await self.runner.apply(
-                self.module_dir(spec),
+                await self.module_dir(spec, None),
                 spec.get("variables") or {},
                 workspace=workspace,
                 outputs=spec.get("outputs") or (),

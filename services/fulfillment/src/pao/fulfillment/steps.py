@@ -435,7 +435,7 @@ async def _plan(
         async with parts.breakers.guard("terraform"):
             await _release_orphaned_lock(parts, workspace)
             plan = await executor.runner.plan(
-                executor.module_dir(spec),
+                await executor.module_dir(spec, fulfillment.item_hash),
                 spec.get("variables") or {},
                 workspace=workspace,
                 destroy=provisioning.is_destroy(definition, fulfillment),
@@ -498,7 +498,7 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
         async with parts.breakers.guard("terraform"):
             await _release_orphaned_lock(parts, stored["workspace"])
             applied = await executor.runner.apply_plan(
-                executor.module_dir(spec),
+                await executor.module_dir(spec, fulfillment.item_hash),
                 stored["plan_file"],
                 workspace=stored["workspace"],
                 outputs=() if stored["destroy"] else spec.get("outputs") or (),
