@@ -235,6 +235,7 @@ async def test_an_abort_during_apply_stops_terraform_and_marks_the_resource(
 
     resource = await eventually(marked, timeout=30, what="the resource to be marked")
     assert "wrong server" in resource["note"]
+    assert await plan_files_kept(platform, request_id) == 0  # they hold variable values
 
 
 async def test_a_plan_gone_stale_after_its_approval_is_planned_and_approved_again(
@@ -264,6 +265,33 @@ async def test_a_plan_gone_stale_after_its_approval_is_planned_and_approved_agai
     await approve_as_data_team(platform, request_id, again["approval"]["plan_id"])
     await becomes(platform, request_id, "completed")
     assert await databases_named(platform, name) == 1
+    assert await plan_files_kept(platform, request_id) == 0
+
+
+async def plan_files_kept(platform: Platform, request_id: str) -> int:
+    """Stored plan files of the request (they hold its variable values) not yet forgotten."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(platform.dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM terraform_plans WHERE request_id = $1 "
+                    "AND plan_file IS NOT NULL",
+                    request_id,
+                )
+            )
+        finally:
+            await conn.close()
+
+    async def none_left() -> bool:
+        return await count() == 0
+
+    try:  # fulfilment hears of the end a moment after the request records it
+        await eventually(none_left, timeout=10, what="plan files to be forgotten")
+    except AssertionError:
+        pass
+    return await count()
 
 
 async def approve_as_data_team(platform: Platform, request_id: str, plan_id: str) -> Any:

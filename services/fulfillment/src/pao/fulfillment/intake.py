@@ -4,7 +4,7 @@ action, stop an aborted request's work, tell a ticket of an escalation."""
 from __future__ import annotations
 
 from pao.contracts import events as ev
-from pao.fulfillment import jobs, ledger
+from pao.fulfillment import jobs, ledger, provisioning
 from pao.shared.consumer import Delivery, Handlers
 
 CONSUMER = "pao-fulfillment"
@@ -55,6 +55,7 @@ async def on_aborted(delivery: Delivery[ev.RequestAborted]) -> None:
     event = delivery.event
     fulfillment = await ledger.mark_aborted(delivery.conn, event.request_id)
     await jobs.cancel_for_request(delivery.conn, event.request_id)
+    await provisioning.forget_plans(delivery.conn, event.request_id)
     if fulfillment is None:
         return
     for run in fulfillment.runs.values():
@@ -65,6 +66,11 @@ async def on_aborted(delivery: Delivery[ev.RequestAborted]) -> None:
                 f"PAO request {event.request_id} was aborted by {event.by}: "
                 f"{event.reason}. No further work is needed on this issue.",
             )
+
+
+async def on_failed(delivery: Delivery[ev.RequestFailed]) -> None:
+    """A failed request applies none of its stored plans (a retry plans again)."""
+    await provisioning.forget_plans(delivery.conn, delivery.event.request_id)
 
 
 async def on_escalated(delivery: Delivery[ev.RequestEscalated]) -> None:
@@ -107,5 +113,6 @@ HANDLERS: Handlers = {
     ev.ActionDispatched: on_dispatched,
     ev.ApplyDispatched: on_apply_dispatched,
     ev.RequestAborted: on_aborted,
+    ev.RequestFailed: on_failed,
     ev.RequestEscalated: on_escalated,
 }

@@ -77,9 +77,9 @@ async def store_plan(
     workspace: str,
     plan: Plan,
     summary: ev.PlanSummary,
-    replaces: str | None,
 ) -> None:
-    """Keep the plan file where any worker finds it; forget the file of the one it replaces."""
+    """Keep the plan file where any worker finds it; forget the files of the action's earlier
+    plans, which will never be applied now."""
     await conn.execute(
         "INSERT INTO terraform_plans (plan_id, request_id, action, generation, workspace, "
         "destroy, plan_file, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -92,12 +92,25 @@ async def store_plan(
         plan.plan_file,
         summary.model_dump(mode="json"),
     )
-    if replaces:
-        await conn.execute(
-            "UPDATE terraform_plans SET replaced_by = $2, plan_file = NULL WHERE plan_id = $1",
-            replaces,
-            summary.plan_id,
-        )
+    # Any earlier plan of the action that was never applied will not be: the newest is used.
+    await conn.execute(
+        "UPDATE terraform_plans SET replaced_by = $3, plan_file = NULL "
+        "WHERE request_id = $1 AND action = $2 AND plan_id <> $3 AND applied_at IS NULL "
+        "AND replaced_by IS NULL",
+        job.request_id,
+        job.action,
+        summary.plan_id,
+    )
+
+
+async def forget_plans(conn: asyncpg.Connection, request_id: str) -> None:
+    """The request ended without applying its plans: their files (which hold variable values)
+    are of no more use."""
+    await conn.execute(
+        "UPDATE terraform_plans SET plan_file = NULL WHERE request_id = $1 AND applied_at IS NULL "
+        "AND plan_file IS NOT NULL",
+        request_id,
+    )
 
 
 async def stored_plan(pool: asyncpg.Pool, plan_id: str) -> asyncpg.Record | None:

@@ -457,9 +457,7 @@ async def _plan(
     summary = provisioning.summary_of(plan, provisioning.new_plan_id())
 
     async def keep(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
-        await provisioning.store_plan(
-            conn, job, workspace=workspace, plan=plan, summary=summary, replaces=replaces
-        )
+        await provisioning.store_plan(conn, job, workspace=workspace, plan=plan, summary=summary)
         await jobs.finish(conn, job)
 
     planned = ev.ExecutionPlanned(**_about(job), plan=summary, replaces=replaces)
