@@ -4,6 +4,7 @@ escalate, authorisation. The JIRA server is real (jira820 over HTTP), driven lik
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -332,3 +333,66 @@ async def test_a_bad_filter_is_named(stack: Stack) -> None:
     with pytest.raises(CliError) as caught:
         await api(stack, "GET", "/requests", params={"status": "done"})
     assert caught.value.details[0]["field"] == "status"
+
+
+async def ticket_of(stack: Stack, request_id: str, jira: JiraClient) -> Any:
+    waiting = await status_becomes(stack, request_id, "awaiting_manual")
+    action = next(a for a in waiting["actions"] if a["status"] == "awaiting_manual")
+    return await jira.get_issue(action["outputs"]["key"])
+
+
+async def resource_becomes(stack: Stack, resource_id: str, state: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        found = await api(stack, "GET", f"/resources/{resource_id}")
+        return found if found["state"] == state else None
+
+    return await eventually(probe, timeout=30, what=f"resource {state}")
+
+
+async def test_a_manual_resource_is_listed_changed_and_decommissioned_through_tickets(
+    stack: Stack, jira: JiraClient
+) -> None:
+    name = f"res{uuid.uuid4().hex[:8]}"
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": name})
+    created = await ticket_of(stack, request_id, jira)
+    resource_id = (await api(stack, "GET", f"/requests/{request_id}"))["resource_id"]
+    resource = await resource_becomes(stack, resource_id, "provisioning")
+    assert (resource["owner"], resource["owner_team"]) == ("dana", "team-data")
+    # Not while it is being made; never by someone who may not see it.
+    with pytest.raises(CliError) as busy:
+        await api(stack, "POST", f"/resources/{resource_id}/update", body={"inputs": POSTGRES})
+    assert (busy.value.status, busy.value.code) == (409, "PAO-RES-002")
+    with pytest.raises(CliError) as hidden:
+        await api(stack, "GET", f"/resources/{resource_id}", who="olga")
+    assert (hidden.value.status, hidden.value.code) == (404, "PAO-RES-001")
+    mine = await api(stack, "GET", "/resources", params={"item_id": "postgresql-rds"})
+    assert resource_id in [r["resource_id"] for r in mine["resources"]]
+    theirs = await api(stack, "GET", "/resources", who="olga")
+    assert resource_id not in [r["resource_id"] for r in theirs["resources"]]
+    with pytest.raises(CliError) as bad:
+        await api(stack, "GET", "/resources", params={"state": "lost"})
+    assert (bad.value.status, bad.value.details[0]["field"]) == (422, "state")
+
+    await jira.transition_to(created.key, "Done")
+    await resource_becomes(stack, resource_id, "active")
+
+    bigger = {**POSTGRES, "db_name": name, "instance_size": "large"}
+    update = await api(stack, "POST", f"/resources/{resource_id}/update", body={"inputs": bigger})
+    assert update["kind"] == "update"
+    changed = await ticket_of(stack, update["request_id"], jira)
+    assert "large" in changed.summary
+    assert changed.key != created.key
+    await jira.transition_to(changed.key, "Done")
+    active = await resource_becomes(stack, resource_id, "active")
+    assert active["inputs"]["instance_size"] == "large"
+
+    gone = await api(
+        stack, "POST", f"/resources/{resource_id}/decommission", body={"reason": "replaced"}
+    )
+    teardown = await ticket_of(stack, gone["request_id"], jira)
+    assert teardown.summary.startswith("Decommission PostgreSQL on Amazon RDS")
+    assert resource_id in teardown.summary
+    assert "DBA" in teardown.key
+    await jira.transition_to(teardown.key, "Done")
+    final = await resource_becomes(stack, resource_id, "decommissioned")
+    assert [r["kind"] for r in final["requests"]] == ["create", "update", "decommission"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import yaml
 
 from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
@@ -20,6 +22,8 @@ from pao.request.aggregate import (
     decide_retry,
 )
 from pao.request.resource import ChangeRefused, ResourceState, decide_change, outcome, started_by
+from pao.spec.lifecycle import actions_for
+from pao.spec.rendering import preview_context, render_value
 
 DATA_TEAM = ev.ApprovalPolicy(approvers=ev.Approvers(teams=["team-data"]))
 
@@ -258,3 +262,21 @@ def _resource_envelope(event: ev.Event, version: int) -> EventEnvelope:
         occurred_at=datetime.now(UTC),
         data=event.model_dump(mode="json"),
     )
+
+
+@pytest.mark.parametrize("kind", ["create", "update", "decommission"])
+def test_every_catalog_item_renders_what_each_kind_of_request_runs(kind: str) -> None:
+    catalog = Path(__file__).resolve().parents[2] / "catalog"
+    for path in sorted(catalog.glob("*/*.yaml")):
+        item = yaml.safe_load(path.read_text())
+        if item.get("kind") != "CatalogItem" or path.parent.name in ("templates", "tests"):
+            continue
+        example = item["form"]["schema"]["examples"][0]
+        context = preview_context(item, example)
+        actions = actions_for(item, kind)
+        assert actions, path
+        rendered = [
+            render_value(a[a["type"]], context, f"/{a['name']}") for a in actions
+        ]  # raises RenderError naming the template that does not render
+        if kind == "decommission" and all(a["type"] == "jira" for a in actions):
+            assert rendered[0]["summary"].startswith("Decommission"), path

@@ -37,7 +37,7 @@ def _default_teardown(item: Mapping[str, Any]) -> dict[str, Any] | None:
             "({{ request.environment }}, resource {{ request.resource_id }})",
             "description": (
                 f"Please remove the {name} made for resource {{{{ request.resource_id }}}}.\n\n"
-                "Inputs it was made with: {{ inputs | tojson }}\n\n"
+                "Inputs it was made with: {{ inputs | json }}\n\n"
                 "Requested through PAO, request {{ request.id }}."
             ),
             "labels": ["pao", "decommission"],

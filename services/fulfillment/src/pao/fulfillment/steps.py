@@ -363,8 +363,17 @@ async def _rendered(
     return render_value(definition[kind], context, f"/{kind}")
 
 
-def _from_terraform(exc: TerraformError) -> ActionError:
-    return ActionError(f"Terraform: {exc}", transient=exc.transient)
+async def _not_run(parts: Parts, job: jobs.Job, definition: dict[str, Any], exc: Exception) -> None:
+    """A Terraform step that did not get to the end: parked behind its breaker, or an attempt
+    that failed (retried later if the error may pass)."""
+    if isinstance(exc, Parked):
+        await park(parts, job, exc)
+    elif isinstance(exc, TerraformError):
+        error = ActionError(f"Terraform: {exc}", transient=exc.transient)
+        await _failed_attempt(parts, job, definition, error)
+    else:
+        assert isinstance(exc, ActionError)
+        await _failed_attempt(parts, job, definition, exc)
 
 
 def _terraform(parts: Parts) -> TerraformExecutor:
@@ -443,16 +452,8 @@ async def _plan(
                 should_stop=should_stop,
                 run_tag=provisioning.run_tag(job),
             )
-    except Parked as parked:
-        await park(parts, job, parked)
-        return
-    except TerraformError as exc:
-        await _failed_attempt(
-            parts, job, definition, ActionError(f"Terraform: {exc}", transient=exc.transient)
-        )
-        return
-    except ActionError as exc:
-        await _failed_attempt(parts, job, definition, exc)
+    except (Parked, TerraformError, ActionError) as exc:
+        await _not_run(parts, job, definition, exc)
         return
     summary = provisioning.summary_of(plan, provisioning.new_plan_id())
 
@@ -504,9 +505,6 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
                 should_stop=should_stop,
                 run_tag=provisioning.run_tag(job),
             )
-    except Parked as parked:
-        await park(parts, job, parked)
-        return
     except StalePlan:
         log.info("the plan no longer applies; planning again", plan_id=plan_id)
         await _plan(parts, job, fulfillment, definition, spec, replaces=plan_id)
@@ -516,13 +514,8 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
         failed = ev.ExecutionFailed(**_about(job), error=error, attempts=job.attempt)
         await settle(parts, job, failed, finish(job, error))
         return
-    except TerraformError as exc:
-        await _failed_attempt(
-            parts, job, definition, ActionError(f"Terraform: {exc}", transient=exc.transient)
-        )
-        return
-    except ActionError as exc:
-        await _failed_attempt(parts, job, definition, exc)
+    except (Parked, TerraformError, ActionError) as exc:
+        await _not_run(parts, job, definition, exc)
         return
 
     async def done_with_plan(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:

@@ -9,22 +9,21 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 
-from pao.request.aggregate import TERMINAL, Approval, PlanRecord, RequestState, stream_of
+from pao.request.aggregate import (
+    TERMINAL,
+    Approval,
+    PlanRecord,
+    RequestState,
+    Status,
+    stream_of,
+)
 from pao.request.resource import STATES
 
-STATUSES = (
-    "submitted",
-    "in_progress",
-    "awaiting_approval",
-    "awaiting_manual",
-    "completed",
-    "failed",
-    "aborted",
-)
+STATUSES: tuple[str, ...] = get_args(Status)
 #: The states a resource can be in.
 RESOURCE_STATES = STATES
 #: Statuses after which nothing more happens to a request unless it is retried.
@@ -79,6 +78,23 @@ class RequestFilter:
     created_before: datetime | None = None
 
 
+def _visible_to(
+    viewer: Viewer, owner_column: str, equal: list[tuple[str, Any]]
+) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (and their arguments) for the rows the viewer may see (theirs, their
+    teams', all for an admin) with each given column equal to its value, when one is given."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if not viewer.admin:
+        args += [viewer.user, list(viewer.teams)]
+        clauses.append(f"({owner_column} = $1 OR owner_team = ANY($2))")
+    for column, value in equal:
+        if value:
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    return clauses, args
+
+
 def _summary(row: asyncpg.Record) -> dict[str, Any]:
     out = dict(row)
     for key in ("created_at", "updated_at", "finished_at"):
@@ -96,24 +112,21 @@ async def list_requests(
     sort: str,
 ) -> tuple[int, list[dict[str, Any]]]:
     """A page of the requests the viewer may see, and how many match in all."""
-    clauses, args = [], []
+    clauses, args = _visible_to(
+        viewer,
+        "requester",
+        [
+            ("status", where.status),
+            ("item_id", where.item_id),
+            ("requester", where.requester),
+            ("owner_team", where.team),
+        ],
+    )
 
     def arg(value: Any) -> str:
         args.append(value)
         return f"${len(args)}"
 
-    if not viewer.admin:
-        clauses.append(
-            f"(requester = {arg(viewer.user)} OR owner_team = ANY({arg(list(viewer.teams))}))"
-        )
-    for column, value in (
-        ("status", where.status),
-        ("item_id", where.item_id),
-        ("requester", where.requester),
-        ("owner_team", where.team),
-    ):
-        if value:
-            clauses.append(f"{column} = {arg(value)}")
     if where.created_after:
         clauses.append(f"created_at >= {arg(where.created_after)}")
     if where.created_before:
@@ -288,25 +301,22 @@ async def list_resources(
     pool: asyncpg.Pool, viewer: Viewer, where: ResourceFilter, *, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """A page of the resources the viewer may see (newest first), and how many match."""
-    clauses, args = [], []
+    clauses, args = _visible_to(
+        viewer,
+        "owner",
+        [
+            ("item_id", where.item_id),
+            ("owner_team", where.team),
+            ("owner", where.owner),
+            ("state", where.state),
+            ("environment", where.environment),
+        ],
+    )
 
     def arg(value: Any) -> str:
         args.append(value)
         return f"${len(args)}"
 
-    if not viewer.admin:
-        clauses.append(
-            f"(owner = {arg(viewer.user)} OR owner_team = ANY({arg(list(viewer.teams))}))"
-        )
-    for column, value in (
-        ("item_id", where.item_id),
-        ("owner_team", where.team),
-        ("owner", where.owner),
-        ("state", where.state),
-        ("environment", where.environment),
-    ):
-        if value:
-            clauses.append(f"{column} = {arg(value)}")
     condition = " AND ".join(clauses) or "TRUE"
     total = await pool.fetchval(f"SELECT count(*) FROM resources WHERE {condition}", *args)
     rows = await pool.fetch(
