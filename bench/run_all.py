@@ -16,6 +16,7 @@ for script in (
     "catalog_api.py",
     "render.py",
     "request_flow.py",
+    "provisioning.py",
 ):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)
