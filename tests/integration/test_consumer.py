@@ -126,8 +126,59 @@ async def test_an_instance_whose_partition_moved_on_applies_nothing(
         record_headers(envelope),
     )  # fmt: skip
     with pytest.raises(Fenced):
-        await stale._handle_record(tp, record)
+        await stale._handle_record(tp, record, "claim-of-the-frozen-instance")
     assert applied == ["late"]  # the handler ran, but its transaction did not commit
     assert not await pool.fetchval(
         "SELECT count(*) FROM processed_events WHERE consumer = $1", name
     )
+
+
+async def test_work_fenced_by_a_rebalance_keeps_the_claim_the_new_assignment_made(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A batch applied under claim A while a rebalance gave the same instance the partition again
+    under claim B: the batch's work is fenced, and claim B stays (forgetting it would leave the
+    partition unclaimed, and its records skipped, for good)."""
+    from aiokafka import ConsumerRecord, TopicPartition
+
+    from pao.contracts.envelope import EventEnvelope
+    from pao.shared.consumer import Fenced
+    from pao.shared.relay import encode_envelope, record_headers
+
+    name = f"test-refence-{uuid.uuid4().hex[:8]}"
+
+    async def handle(delivery: Delivery[ev.ManualTicketUpdated]) -> None:
+        await delivery.conn.execute("SELECT 1")
+
+    consumer = EventConsumer(pool, settings, name=name, handlers={ev.ManualTicketUpdated: handle})
+    tp = TopicPartition("pao.request.events", 1)
+    consumer._claims[tp] = "claim-b"  # the new assignment, made while the batch ran
+    await pool.execute(
+        "INSERT INTO consumer_partitions (consumer, topic, partition, owner) "
+        "VALUES ($1, $2, $3, $4)",
+        name,
+        tp.topic,
+        tp.partition,
+        "claim-b",
+    )
+    event = ev.ManualTicketUpdated(request_id="r", action="a", key="K-2", comment="in flight")
+    envelope = EventEnvelope(
+        event_id=uuid.uuid4(),
+        event_type=event.event_type,
+        schema_version=1,
+        stream_id="request-r",
+        stream_version=1,
+        global_position=1,
+        occurred_at=datetime.now(UTC),
+        data=event.model_dump(mode="json"),
+    )
+    record = ConsumerRecord(
+        tp.topic, tp.partition, 3, 0, 0, b"request-r", encode_envelope(envelope), None, 0, 0,
+        record_headers(envelope),
+    )  # fmt: skip
+    with pytest.raises(Fenced):
+        await consumer._handle_record(tp, record, "claim-a")
+    consumer._forget({tp}, {tp: "claim-a"})
+    assert consumer._claims[tp] == "claim-b"
+    consumer._forget({tp}, {tp: "claim-b"})  # fenced under the current claim: it goes
+    assert tp not in consumer._claims

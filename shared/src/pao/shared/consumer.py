@@ -312,18 +312,21 @@ class EventConsumer:
         # offsets stay where they were.
         fenced: set[TopicPartition] = set()
         unfinished: set[TopicPartition] = set()
+        # The claim each partition's records are applied under: work started under a claim that a
+        # rebalance has since replaced is fenced, and only that claim is forgotten (the new one,
+        # from the new assignment, stays and reads the partition from the stored offset).
+        claims = {tp: self._claims[tp] for tp in owned}
         await asyncio.gather(
             *(
-                self._handle_stream(tp, records, fenced, unfinished)
+                self._handle_stream(tp, records, claims[tp], fenced, unfinished)
                 for (tp, _), records in by_stream.items()
             )
         )
-        for tp in fenced:
-            self._claims.pop(tp, None)
+        self._forget(fenced, claims)
         done = {
             tp: records[-1]
             for tp, records in owned.items()
-            if records and tp not in fenced | unfinished and tp in self._claims
+            if records and tp not in fenced | unfinished and self._claims.get(tp) == claims[tp]
         }
         if done:
             async with self._pool.acquire() as conn:
@@ -342,10 +345,17 @@ class EventConsumer:
                         claim,
                     )
 
+    def _forget(self, fenced: set[TopicPartition], claims: dict[TopicPartition, str]) -> None:
+        """Drop the claims the fenced work ran under, unless a new assignment replaced them."""
+        for tp in fenced:
+            if self._claims.get(tp) == claims[tp]:
+                self._claims.pop(tp, None)
+
     async def _handle_stream(
         self,
         tp: TopicPartition,
         records: list[ConsumerRecord],
+        claim: str,
         fenced: set[TopicPartition],
         unfinished: set[TopicPartition],
     ) -> None:
@@ -354,7 +364,7 @@ class EventConsumer:
                 if tp in fenced:
                     return
                 try:
-                    if not await self._handle_record(tp, record):
+                    if not await self._handle_record(tp, record, claim):
                         unfinished.add(tp)
                         return
                 except Fenced:
@@ -366,12 +376,12 @@ class EventConsumer:
                     fenced.add(tp)
                     return
 
-    async def _fence(self, conn: asyncpg.Connection, tp: TopicPartition) -> None:
+    async def _fence(self, conn: asyncpg.Connection, tp: TopicPartition, claim: str) -> None:
         owner = await conn.fetchval(_OWNER, self.name, tp.topic, tp.partition)
-        if owner is None or owner != self._claims.get(tp):
+        if owner is None or owner != claim or self._claims.get(tp) != claim:
             raise Fenced(f"{tp.topic}/{tp.partition}")
 
-    async def _handle_record(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
+    async def _handle_record(self, tp: TopicPartition, record: ConsumerRecord, claim: str) -> bool:
         """Apply one record (or dead-letter it); False when stopping interrupted it."""
         try:
             envelope = decode_record_value(record.value)
@@ -391,7 +401,7 @@ class EventConsumer:
             await handler(Delivery(event, envelope, conn))
 
         async def fence(conn: asyncpg.Connection) -> None:
-            await self._fence(conn, tp)
+            await self._fence(conn, tp, claim)
 
         attempt, away = 0, Backoff(0.2, 5.0)
         while not self._stop.is_set():
