@@ -62,7 +62,12 @@ async def finish_every_ticket(url: str, jira_url: str, ids: list[str]) -> None:
                 outputs = status["actions"][0]["outputs"]
                 return outputs.get("key") if status["status"] == "awaiting_manual" else None
 
-            key = await eventually(waiting, timeout=90, interval=0.3, what="a ticket")
+            try:
+                key = await eventually(waiting, timeout=90, interval=0.3, what="a ticket")
+            except AssertionError as exc:
+                logs = await call(url, "GET", f"/requests/{request_id}/logs")
+                lines = [f"{e['event_type']}: {e['message']}" for e in logs["entries"]]
+                raise AssertionError(f"{request_id} never reached its ticket: {lines}") from exc
             await jira.transition_to(key, "Done")
     for request_id in ids:
 

@@ -280,3 +280,31 @@ def test_every_catalog_item_renders_what_each_kind_of_request_runs(kind: str) ->
         ]  # raises RenderError naming the template that does not render
         if kind == "decommission" and all(a["type"] == "jira" for a in actions):
             assert rendered[0]["summary"].startswith("Decommission"), path
+
+
+def test_a_start_delivered_after_its_ticket_opened_changes_nothing() -> None:
+    """A republished topic can hand the request its run's reports out of order."""
+    manual = submitted().model_copy(
+        update={"actions": [ev.PlannedAction(name="ticket", type="jira")]}
+    )
+    stream = Stream(manual)
+    stream.append(*decide_next(stream.state))
+    opened = ev.ManualTicketOpened(
+        request_id="r1", action="ticket", system="jira", key="DBA-1", url="u"
+    )
+    assert types(stream.report(opened)) == ["ActionAwaitingManual"]
+    late = ev.ExecutionStarted(
+        request_id="r1", action="ticket", action_type="jira", attempt=1, spec={}
+    )
+    assert stream.report(late) == []
+    assert stream.state.status == "awaiting_manual"
+    # ... while a start of a new attempt, after a retry was scheduled, is recorded
+    retry = ev.ExecutionRetryScheduled(
+        request_id="r1", action="ticket", attempt=1, error="x", next_attempt_at="t"
+    )
+    stream.report(retry)
+    again = ev.ExecutionStarted(
+        request_id="r1", action="ticket", action_type="jira", attempt=2, spec={}
+    )
+    assert types(stream.report(again)) == ["ActionStarted"]
+    assert stream.report(retry) == []  # the first attempt's retry, delivered again late

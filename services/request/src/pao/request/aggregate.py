@@ -615,7 +615,23 @@ def _recorded(state: RequestState, report: ev.ActionReport) -> ev.RequestEvent |
     ended = state.status in TERMINAL or action.status in (*_DONE, "failed")
     if ended and not isinstance(report, ev.TicketCommented):
         return None
+    if _overtaken(action, report):
+        return None
     return _RECORDED_AS[type(report)].model_validate(report.model_dump(exclude={"generation"}))
+
+
+def _overtaken(action: ActionState, report: ev.ActionReport) -> bool:
+    """A report about an attempt the request has already seen more of: it arrived late (a
+    republished topic can deliver a run's reports out of order), and recording it would undo
+    what came after it (a start after its ticket opened would leave the request in progress)."""
+    if isinstance(report, ev.ExecutionStarted):
+        # A ticket, a plan or an approval means the attempt has started (its start may not have
+        # been recorded yet, if it is the one arriving late).
+        started = max(action.attempts, 1 if action.status != "pending" else 0)
+        return action.status != "retrying" and report.attempt <= started
+    if isinstance(report, ev.ExecutionRetryScheduled):
+        return report.attempt < action.attempts
+    return False
 
 
 def decide_report(state: RequestState, report: ev.ActionReport) -> list[ev.RequestEvent]:
