@@ -75,7 +75,12 @@ async def finish_every_ticket(url: str, jira_url: str, ids: list[str]) -> None:
             status = await call(url, "GET", f"/requests/{request_id}/status")
             return status["status"] == "completed"
 
-        await eventually(completed, timeout=90, interval=0.3, what="completion")
+        try:
+            await eventually(completed, timeout=90, interval=0.3, what="completion")
+        except AssertionError as exc:
+            logs = await call(url, "GET", f"/requests/{request_id}/logs")
+            lines = [f"{e['event_type']}: {e['message']}" for e in logs["entries"]]
+            raise AssertionError(f"{request_id} never completed: {lines}") from exc
 
 
 async def every_request_completed_once(dsn: str, jira_url: str, ids: list[str]) -> None:
