@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,8 +40,15 @@ def _action_line(action: dict[str, Any]) -> str:
     return f"{action['name']}: {action['status']}{extra}{error}"
 
 
-def _follow(ctx: typer.Context, request_id: str, *, timeout: float | None) -> dict[str, Any]:
-    """Print each change of the request's status until it ends; return the last status."""
+def _follow(
+    ctx: typer.Context,
+    request_id: str,
+    *,
+    timeout: float | None,
+    on_change: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Print each change of the request's status until it ends; return the last status.
+    `on_change` is called with each changed status after it is printed (not with -o json)."""
     seen: tuple[Any, ...] | None = None
     deadline = time.monotonic() + timeout if timeout else None
     quiet = globals_of(ctx).output is not OutputFormat.table
@@ -60,6 +68,8 @@ def _follow(ctx: typer.Context, request_id: str, *, timeout: float | None) -> di
                 highlight=False,
             )
             seen = shape
+            if on_change is not None:
+                on_change(status)
         if status["status"] in TERMINAL:
             return status
         if deadline is not None and time.monotonic() > deadline:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +13,7 @@ from pao.devctl.context import call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.output import OutputFormat, console, emit, err_console
 from pao.devctl.plans import pending_plans, render_plan
-from pao.devctl.requests import _POLL, TERMINAL, _action_line
+from pao.devctl.requests import _follow
 
 app = typer.Typer(help="Read a request's Terraform plans and apply them.", no_args_is_help=True)
 
@@ -67,47 +66,21 @@ def follow(ctx: typer.Context, request_id: str, *, timeout: float | None) -> dic
     Also prints each Terraform plan the first time it appears, and how to approve when the
     request waits for approval. With -o json or yaml nothing is printed until the end.
     """
-    seen: tuple[Any, ...] | None = None
     shown: set[tuple[Any, Any]] = set()
-    previous = None
-    deadline = time.monotonic() + timeout if timeout else None
-    quiet = globals_of(ctx).output is not OutputFormat.table
-    while True:
-        status = call(ctx, "GET", f"/requests/{request_id}/status")
-        shape = (
-            status["status"],
-            status["escalation_level"],
-            tuple(_action_line(a) for a in status["actions"]),
-        )
-        if shape != seen and not quiet:
-            progress = status["progress"]
-            err_console.print(
-                f"{time.strftime('%H:%M:%S')} {status['status']} "
-                f"[{progress['done']}/{progress['total']}] " + "; ".join(shape[2]),
-                markup=False,
-                highlight=False,
-            )
-            document = fetch_plans(ctx, request_id, missing_ok=True) or {}
-            new = [
-                p
-                for p in document.get("plans") or []
-                if (p["plan_id"], p["generation"]) not in shown
-            ]
-            show_plans(new, err_console)
-            shown |= {(p["plan_id"], p["generation"]) for p in new}
-            if status["status"] == "awaiting_approval" and previous != "awaiting_approval":
-                _approval_hint(request_id, bool(pending_plans(document)))
-        seen, previous = shape, status["status"]
-        if status["status"] in TERMINAL:
-            return status
-        if deadline is not None and time.monotonic() > deadline:
-            raise CliError(
-                "PAO-CLI-005",
-                f"request {request_id} still {status['status']} after {timeout:.0f} s",
-                f"Follow it with `devctl request status {request_id} --watch`.",
-                exit_code=3,
-            )
-        time.sleep(_POLL)
+    previous: list[str | None] = [None]
+
+    def plans_and_hints(status: dict[str, Any]) -> None:
+        document = fetch_plans(ctx, request_id, missing_ok=True) or {}
+        new = [
+            p for p in document.get("plans") or [] if (p["plan_id"], p["generation"]) not in shown
+        ]
+        show_plans(new, err_console)
+        shown.update((p["plan_id"], p["generation"]) for p in new)
+        if status["status"] == "awaiting_approval" and previous[0] != "awaiting_approval":
+            _approval_hint(request_id, bool(pending_plans(document)))
+        previous[0] = status["status"]
+
+    return _follow(ctx, request_id, timeout=timeout, on_change=plans_and_hints)
 
 
 def _approval_hint(request_id: str, has_plan: bool) -> None:
