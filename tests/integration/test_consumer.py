@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -81,16 +82,38 @@ async def _true(value: bool) -> bool:
     return value
 
 
+def ticket_comment_record(tp: Any, offset: int, comment: str) -> Any:
+    """A record of `ManualTicketUpdated` on `tp` at `offset`, as the relay would publish it."""
+    from aiokafka import ConsumerRecord
+
+    from pao.contracts.envelope import EventEnvelope
+    from pao.shared.relay import encode_envelope, record_headers
+
+    event = ev.ManualTicketUpdated(request_id="r", action="a", key="K-1", comment=comment)
+    envelope = EventEnvelope(
+        event_id=uuid.uuid4(),
+        event_type=event.event_type,
+        schema_version=1,
+        stream_id="request-r",
+        stream_version=1,
+        global_position=1,
+        occurred_at=datetime.now(UTC),
+        data=event.model_dump(mode="json"),
+    )
+    return ConsumerRecord(
+        tp.topic, tp.partition, offset, 0, 0, b"request-r", encode_envelope(envelope), None, 0, 0,
+        record_headers(envelope),
+    )  # fmt: skip
+
+
 async def test_an_instance_whose_partition_moved_on_applies_nothing(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
     """The instance froze; the group gave its partition to another, which claimed it. When it
     wakes with a record still in hand, the claim check rolls its work back."""
-    from aiokafka import ConsumerRecord, TopicPartition
+    from aiokafka import TopicPartition
 
-    from pao.contracts.envelope import EventEnvelope
     from pao.shared.consumer import Fenced
-    from pao.shared.relay import encode_envelope, record_headers
 
     name = f"test-fence-{uuid.uuid4().hex[:8]}"
     applied: list[str] = []
@@ -110,21 +133,7 @@ async def test_an_instance_whose_partition_moved_on_applies_nothing(
         tp.partition,
         "claim-of-the-new-owner",
     )
-    event = ev.ManualTicketUpdated(request_id="r", action="a", key="K-1", comment="late")
-    envelope = EventEnvelope(
-        event_id=uuid.uuid4(),
-        event_type=event.event_type,
-        schema_version=1,
-        stream_id="request-r",
-        stream_version=1,
-        global_position=1,
-        occurred_at=datetime.now(UTC),
-        data=event.model_dump(mode="json"),
-    )
-    record = ConsumerRecord(
-        tp.topic, tp.partition, 7, 0, 0, b"request-r", encode_envelope(envelope), None, 0, 0,
-        record_headers(envelope),
-    )  # fmt: skip
+    record = ticket_comment_record(tp, 7, "late")
     with pytest.raises(Fenced):
         await stale._handle_record(tp, record, "claim-of-the-frozen-instance")
     assert applied == ["late"]  # the handler ran, but its transaction did not commit
@@ -139,11 +148,9 @@ async def test_work_fenced_by_a_rebalance_keeps_the_claim_the_new_assignment_mad
     """A batch applied under claim A while a rebalance gave the same instance the partition again
     under claim B: the batch's work is fenced, and claim B stays (forgetting it would leave the
     partition unclaimed, and its records skipped, for good)."""
-    from aiokafka import ConsumerRecord, TopicPartition
+    from aiokafka import TopicPartition
 
-    from pao.contracts.envelope import EventEnvelope
     from pao.shared.consumer import Fenced
-    from pao.shared.relay import encode_envelope, record_headers
 
     name = f"test-refence-{uuid.uuid4().hex[:8]}"
 
@@ -161,21 +168,7 @@ async def test_work_fenced_by_a_rebalance_keeps_the_claim_the_new_assignment_mad
         tp.partition,
         "claim-b",
     )
-    event = ev.ManualTicketUpdated(request_id="r", action="a", key="K-2", comment="in flight")
-    envelope = EventEnvelope(
-        event_id=uuid.uuid4(),
-        event_type=event.event_type,
-        schema_version=1,
-        stream_id="request-r",
-        stream_version=1,
-        global_position=1,
-        occurred_at=datetime.now(UTC),
-        data=event.model_dump(mode="json"),
-    )
-    record = ConsumerRecord(
-        tp.topic, tp.partition, 3, 0, 0, b"request-r", encode_envelope(envelope), None, 0, 0,
-        record_headers(envelope),
-    )  # fmt: skip
+    record = ticket_comment_record(tp, 3, "in flight")
     with pytest.raises(Fenced):
         await consumer._handle_record(tp, record, "claim-a")
     consumer._forget({tp}, {tp: "claim-a"})
