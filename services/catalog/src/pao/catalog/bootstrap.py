@@ -13,7 +13,7 @@ from pao.catalog.sources import CatalogSource, DirectorySource, GitSource, Sourc
 from pao.catalog.view import CatalogView
 from pao.shared.eventstore import EventStore
 from pao.shared.runtime import Scope
-from pao.shared.secrets import secret_provider
+from pao.shared.secrets import SecretNotFound, secret_provider
 from pao.shared.settings import Settings
 
 log = structlog.get_logger("pao.catalog")
@@ -34,11 +34,16 @@ def source_from_settings(settings: Settings) -> CatalogSource:
     modules = ModuleSnapshots(settings.data_dir.resolve() / "module-git")
     if settings.catalog_git_url:
         token_provider = None
-        if settings.catalog_git_token_secret:
+        # The token is an HTTPS header; other transports never ask for it.
+        if settings.catalog_git_token_secret and settings.catalog_git_url.startswith("https://"):
             provider, path = secret_provider(settings), settings.catalog_git_token_secret
 
-            async def token_provider() -> str:
-                return await provider.get(path)
+            async def token_provider() -> str | None:
+                try:
+                    return await provider.get(path)
+                except SecretNotFound as exc:
+                    log.info("git catalog fetched without a token", reason=str(exc))
+                    return None
 
         return GitSource(
             settings.catalog_git_url,

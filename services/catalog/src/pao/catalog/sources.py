@@ -79,7 +79,7 @@ class GitSource:
         subpath: str = "",
         cache_dir: Path,
         token: str | None = None,
-        token_provider: Callable[[], Awaitable[str]] | None = None,
+        token_provider: Callable[[], Awaitable[str | None]] | None = None,
         modules: ModuleSnapshots | None = None,
     ) -> None:
         self.url = url

@@ -13,8 +13,13 @@ import aiohttp
 from pao.devstack.ports import free_port
 from pao.devstack.processes import ChildProcess
 
-#: Projects the catalog's manual actions file tickets into.
-DEFAULT_PROJECTS: tuple[str, ...] = ("PLAT", "DBA", "SEC", "DATA", "OPS")
+#: Projects the catalog's manual actions file tickets into: PLATFORM unless an item names its
+#: team's own project.
+DEFAULT_PROJECTS: tuple[str, ...] = ("PLATFORM", "PLAT", "DBA", "SEC", "DATA", "OPS")
+
+#: The custom field tickets carry the request's correlation id in (PAO_JIRA_CORRELATION_FIELD).
+CORRELATION_FIELD = "customfield_10100"
+CORRELATION_FIELD_NAME = "PAO Correlation ID"
 
 
 class EmbeddedJira:

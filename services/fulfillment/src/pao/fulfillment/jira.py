@@ -8,6 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -223,6 +224,30 @@ class JiraClient:
         await self._call(
             "PUT", f"/rest/api/2/issue/{key}", body={"fields": {"priority": {"name": name}}}
         )
+
+    async def myself(self) -> dict[str, Any]:
+        """The user JIRA takes these credentials for (401 when it takes them for no one)."""
+        answer: dict[str, Any] = await self._call("GET", "/rest/api/2/myself")
+        return answer
+
+    async def project(self, key: str) -> dict[str, Any]:
+        """A project with its issue types (404 when there is no such project)."""
+        answer: dict[str, Any] = await self._call(
+            "GET", f"/rest/api/2/project/{quote(key, safe='')}"
+        )
+        return answer
+
+    async def project_statuses(self, key: str) -> list[dict[str, Any]]:
+        """Each issue type of a project, with the statuses its workflow has."""
+        answer: list[dict[str, Any]] = await self._call(
+            "GET", f"/rest/api/2/project/{quote(key, safe='')}/statuses"
+        )
+        return answer
+
+    async def fields(self) -> list[dict[str, Any]]:
+        """Every field, system and custom, with its id and name."""
+        answer: list[dict[str, Any]] = await self._call("GET", "/rest/api/2/field")
+        return answer
 
     async def transition_to(self, key: str, status_name: str) -> None:
         """Move the issue to the status named `status_name`; nothing to do if it is there."""

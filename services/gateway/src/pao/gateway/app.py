@@ -25,12 +25,14 @@ from pao.gateway.resources import (
     KEYS,
     POOL,
     READINESS_CHECKS,
+    SECRETS,
     SETTINGS,
     STORE,
     ReadinessCheck,
 )
 from pao.shared.kafka import broker_reachable, missing_topics
 from pao.shared.keystore import KeyStore
+from pao.shared.secrets import SecretProvider, secret_provider
 from pao.shared.settings import Settings
 
 
@@ -41,6 +43,7 @@ def create_app(
     pool: asyncpg.Pool,
     catalog_parts: CatalogParts,
     readiness_checks: Iterable[ReadinessCheck] | None = None,
+    secrets: SecretProvider | None = None,
 ) -> web.Application:
     """The aiohttp application; tests call this with their own parts."""
     app = web.Application(
@@ -52,6 +55,7 @@ def create_app(
     app[POOL] = pool
     app[CATALOG] = catalog_parts
     app[STORE] = catalog_parts.store
+    app[SECRETS] = secrets or secret_provider(settings)
     app[READINESS_CHECKS] = (
         list(readiness_checks)
         if readiness_checks is not None

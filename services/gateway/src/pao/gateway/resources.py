@@ -11,6 +11,7 @@ from aiohttp import web
 from pao.catalog.bootstrap import CatalogParts
 from pao.shared.eventstore import EventStore
 from pao.shared.keystore import Identity, KeyStore
+from pao.shared.secrets import SecretProvider
 from pao.shared.settings import Settings
 
 
@@ -28,6 +29,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
 CATALOG = web.AppKey("catalog", CatalogParts)
 STORE = web.AppKey("store", EventStore)
+SECRETS = web.AppKey("secrets", SecretProvider)
 
 IDENTITY = web.RequestKey("identity", Identity)
 CORRELATION_ID = web.RequestKey("correlation_id", str)

@@ -12,7 +12,8 @@ from pao.catalog.sources import GitSource
 from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.gateway.catalog import run_refresh
-from pao.gateway.resources import CATALOG, SETTINGS
+from pao.gateway.resources import CATALOG, SECRETS, SETTINGS
+from pao.shared.secrets import SecretNotFound
 
 routes = web.RouteTableDef()
 
@@ -32,12 +33,17 @@ def verify_github_signature(secret: str, body: bytes, header: str | None) -> Non
 async def github(request: web.Request) -> web.Response:
     """ping -> 200; push to the catalog branch -> refresh; anything else -> 202 ignored."""
     settings = request.app[SETTINGS]
-    if not settings.github_webhook_secret:
+    secret = settings.github_webhook_secret
+    if not secret and settings.github_webhook_secret_path:
+        # Read per call through the provider's cache, so a rotated secret applies within it.
+        try:
+            secret = await request.app[SECRETS].get(settings.github_webhook_secret_path)
+        except SecretNotFound:
+            secret = None
+    if not secret:
         raise PaoError(errors.WEBHOOK_NOT_CONFIGURED)
     body = await request.read()
-    verify_github_signature(
-        settings.github_webhook_secret, body, request.headers.get("X-Hub-Signature-256")
-    )
+    verify_github_signature(secret, body, request.headers.get("X-Hub-Signature-256"))
     event = request.headers.get("X-GitHub-Event", "")
     if event == "ping":
         return web.json_response({"ok": True, "event": "ping"})

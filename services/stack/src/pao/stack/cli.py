@@ -1,5 +1,6 @@
 """`pao`: the operator's command. `pao serve` runs services (usually one per container),
-`pao migrate` and `pao projections rebuild` look after the database.
+`pao migrate` and `pao projections rebuild` look after the database, `pao secrets init` puts
+PAO's own secrets in Parameter Store and `pao jira check` checks JIRA against the catalog.
 
 Where the dev stack is installed (`pao-devstack`, never in production images), it adds
 `pao up`, the whole stack on embedded parts, through the `pao.commands` entry points.
@@ -20,6 +21,7 @@ import typer
 
 from pao.shared.database import migrate
 from pao.shared.logs import configure_logging
+from pao.stack import jira, secrets
 from pao.stack.console import fail, load_keys, settings_with, stop_on_signals
 from pao.stack.runtime import MIGRATIONS, SERVICES, Running, run_services
 
@@ -82,6 +84,8 @@ def migrate_cmd() -> None:
 
 projections_app = typer.Typer(help="Manage the read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
+app.add_typer(secrets.app, name="secrets")
+app.add_typer(jira.app, name="jira")
 
 
 @projections_app.command("rebuild")

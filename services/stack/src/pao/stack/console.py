@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import signal
+from enum import StrEnum
+from typing import Any
 
 import typer
 
 from pao.shared.keystore import KeyStore, KeyStoreError
 from pao.shared.settings import Settings
+
+
+class Output(StrEnum):
+    """How a command reports: lines for people, or one JSON document."""
+
+    text = "text"
+    json = "json"
 
 
 def settings_with(**overrides: object) -> Settings:
@@ -27,6 +39,15 @@ def load_keys(settings: Settings) -> KeyStore:
     except KeyStoreError as exc:
         fail(str(exc))
         raise
+
+
+def running_stack(settings: Settings) -> dict[str, Any] | None:
+    """The stack.json of a `pao up` running on this data dir, or None (none, or it died)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        stack = json.loads((settings.data_dir / "stack.json").read_text(encoding="utf-8"))
+        os.kill(int(stack["pid"]), 0)
+        return dict(stack)
+    return None
 
 
 def fail(message: str) -> None:
