@@ -75,7 +75,9 @@ async def test_a_refused_api_call_opens_the_fallback_ticket_and_its_completion_e
     (catalog / "networking").mkdir()
     (catalog / "networking" / "dns-record.yaml").write_text(ITEM)
     environments = tmp_path / "environments.yaml"
-    environments.write_text(f"dev: {{dns_api: 'http://{host}:{port}'}}\n")
+    environments.write_text(
+        f"dev: {{dns_api: 'http://{host}:{port}', rest_allowed_hosts: ['127.0.0.1:*']}}\n"
+    )
     try:
         async with fresh_database(postgres_server) as dsn:
             own = settings.model_copy(

@@ -8,6 +8,7 @@ import hashlib
 import json as _json
 import re
 import unicodedata
+import xml.sax.saxutils
 from typing import Any
 
 import regex
@@ -62,6 +63,11 @@ def sha256(value: Any) -> str:
     return hashlib.sha256(str(value).encode()).hexdigest()
 
 
+def xml_text(value: Any) -> str:
+    """Text safe inside an XML element or attribute (REST-XML bodies): & < > " ' escaped."""
+    return xml.sax.saxutils.escape(str(value), {'"': "&quot;", "'": "&apos;"})
+
+
 def regex_replace(value: Any, pattern: str, replacement: str = "", count: int = 0) -> str:
     """re.sub, bounded: a pattern that backtracks without end is stopped after a short time.
 
@@ -88,4 +94,5 @@ PAO_FILTERS = {
     "b64decode": b64decode,
     "sha256": sha256,
     "regex_replace": regex_replace,
+    "xml": xml_text,
 }

@@ -3,7 +3,11 @@ for the executor's own call. Built by the same function that previews use."""
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from pao.fulfillment.ledger import Fulfillment
 from pao.shared.secrets import SecretProvider, resolve_secrets
@@ -30,7 +34,8 @@ def run_context(
     environments: dict[str, dict[str, Any]],
     secrets: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every scope, from the pinned request and the outputs so far; secrets masked unless given."""
+    """Every scope, from the pinned request, the outputs so far and those its resource's earlier
+    requests recorded; secrets masked unless given."""
     return template_context(
         item,
         fulfillment.inputs,
@@ -45,6 +50,7 @@ def run_context(
         secrets=secrets,
         kind=fulfillment.kind,
         resource_id=fulfillment.resource_id,
+        resource_outputs=fulfillment.resource_outputs,
     )
 
 
@@ -57,3 +63,19 @@ async def real_secrets(
         **dict.fromkeys(declared, SECRET_MASK),
         **await resolve_secrets(provider, declared, names),
     }
+
+
+def secret_forms(values: Iterable[Any]) -> list[str]:
+    """Each secret value as an answer or an error may carry it: as is, base64 (either alphabet,
+    with or without padding), URL-encoded and JSON-escaped; to redact them all."""
+    forms: set[str] = set()
+    for value in values:
+        text = str(value)
+        if not text or text == SECRET_MASK:
+            continue
+        raw = text.encode()
+        encoded = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+        forms |= encoded | {e.rstrip("=") for e in encoded}
+        forms |= {text, quote(text, safe=""), quote_plus(text), quote(text)}
+        forms |= {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    return sorted(forms)

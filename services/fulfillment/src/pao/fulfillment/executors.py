@@ -4,18 +4,15 @@ Every action type has one executor behind the same protocol: `system_of` names t
 spec calls (one breaker each), `run` does the work and says how it ended, a finished call with
 outputs or a ticket now open for people. Every failure becomes an ActionError saying whether it
 is transient (retry later) or permanent (fail the action), so the worker treats JIRA, Terraform
-and REST calls alike.
+and REST calls alike. The REST executor has its own module, `rest`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
 import structlog
 
@@ -23,7 +20,6 @@ from pao.fulfillment.definitions import Definitions
 from pao.fulfillment.jira import JiraClient, JiraError, JiraIssue
 from pao.fulfillment.modules import ModuleCache, ModuleUnavailable
 from pao.fulfillment.terraform import TerraformError, TerraformRunner
-from pao.spec.problems import value_at
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +51,8 @@ class RunKey:
     action: str
     generation: int
     correlation_id: str | None = None
+    #: the request's target environment (its settings scope REST hosts, AWS roles and regions)
+    environment: str | None = None
 
     @property
     def label(self) -> str:
@@ -242,55 +240,4 @@ class TerraformExecutor:
             )
         except TerraformError as exc:
             raise ActionError(f"Terraform: {exc}", transient=exc.transient) from exc
-        return Finished(outputs)
-
-
-class RestExecutor:
-    """Calls an HTTP API and records values of its JSON answer."""
-
-    def __init__(self, session: aiohttp.ClientSession, timeout: float = 30.0) -> None:
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-
-    def system_of(self, spec: dict[str, Any]) -> str:
-        return f"rest:{urlsplit(str(spec.get('url', ''))).netloc}"
-
-    async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
-        body = spec.get("body")
-        headers = {"Idempotency-Key": key.label, **(spec.get("headers") or {})}
-        kwargs: dict[str, Any] = {}
-        if isinstance(body, str):
-            kwargs["data"] = body.encode()
-        elif body is not None:
-            kwargs["json"] = body
-        try:
-            async with self._session.request(
-                spec["method"], spec["url"], headers=headers, timeout=self._timeout, **kwargs
-            ) as response:
-                text = await response.text()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ActionError(
-                f"{spec['method']} {spec['url']}: {type(exc).__name__}", transient=True
-            ) from exc
-        expected = spec.get("expected_status") or [200, 201, 202, 204]
-        if status not in expected:
-            transient = status == 429 or status >= 500
-            raise ActionError(
-                f"{spec['method']} {spec['url']} answered {status}",
-                transient=transient,
-                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-            )
-        outputs: dict[str, Any] = {"status_code": status}
-        pointers = spec.get("outputs") or {}
-        if pointers:
-            try:
-                document = json.loads(text) if text else None
-            except ValueError as exc:
-                raise ActionError(
-                    "the answer is not JSON; outputs cannot be read", transient=False
-                ) from exc
-            for name, pointer in pointers.items():
-                outputs[name] = value_at(document, pointer)
         return Finished(outputs)
