@@ -276,7 +276,9 @@ def test_every_catalog_item_renders_what_each_kind_of_request_runs(kind: str) ->
         actions = actions_for(item, kind)
         assert actions, path
         rendered = [
-            render_value(a[a["type"]], context, f"/{a['name']}") for a in actions
+            render_value(a[a["type"]], context, f"/{a['name']}")
+            for a in actions
+            if render_value(a.get("when", True), context, f"/{a['name']}/when")
         ]  # raises RenderError naming the template that does not render
         if kind == "decommission" and all(a["type"] == "jira" for a in actions):
             assert rendered[0]["summary"].startswith("Decommission"), path

@@ -22,6 +22,7 @@ GATEWAY_MAY_USE = {
     "pao.request.handlers",
     "pao.request.queries",
     "pao.catalog.bootstrap",
+    "pao.catalog.modes",
     "pao.catalog.refresh",
     "pao.catalog.sources",
 }

@@ -73,6 +73,7 @@ def test_every_scope_substitutes(template: str, expected: str) -> None:
         ("{{ 'pao' | b64encode }}", "cGFv"),
         ("{{ 'cGFv' | b64decode }}", "pao"),
         ("{{ inputs.name | regex_replace('[^A-Za-z]', '') }}", "OrdersAPIEU"),
+        ("{{ 'a<b & \"c\"' | xml }}", "a&lt;b &amp; &quot;c&quot;"),
     ],
 )
 def test_post_processing_filters(template: str, expected: str) -> None:
@@ -144,7 +145,7 @@ def test_every_catalog_item_renders_from_each_of_its_examples() -> None:
         for example in item["form"]["schema"]["examples"]:
             actions = render_actions(item, preview_context(item, example))
             assert actions, path
-            assert all(isinstance(a.spec, dict) for a in actions)
+            assert all(isinstance(a.spec, dict) for a in actions if a.run)
 
 
 def test_the_when_condition_decides_whether_an_action_runs() -> None:
@@ -162,8 +163,10 @@ def test_the_when_condition_decides_whether_an_action_runs() -> None:
             ]
         },
     }
-    assert render_actions(item, preview_context(item, {"on": False}))[0].run is False
-    assert render_actions(item, preview_context(item, {"on": True}))[0].run is True
+    off = render_actions(item, preview_context(item, {"on": False}))[0]
+    assert (off.run, off.spec) == (False, None)  # not rendered: its fields may not exist
+    on = render_actions(item, preview_context(item, {"on": True}))[0]
+    assert (on.run, on.spec) == (True, {"method": "GET", "url": "https://x/True"})
 
 
 def test_redaction_reaches_keys_and_nested_strings() -> None:

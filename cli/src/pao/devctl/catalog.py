@@ -1,4 +1,4 @@
-"""`devctl catalog`: browse the catalog, read an item, refresh."""
+"""`devctl catalog`: browse the catalog, read an item, refresh, switch an item's mode."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 
 from pao.devctl.context import call, globals_of
 from pao.devctl.output import OutputFormat, console, emit
+from pao.devctl.requests import Mode
 
 app = typer.Typer(help="Browse the service catalog.", no_args_is_help=True)
 
@@ -44,13 +45,33 @@ def list_items(
     emit(
         page,
         g.output,
-        columns=["id", "name", "category", "owner", "version", "mode"],
+        columns=["id", "name", "category", "owner", "version", "mode", "modes"],
         rows=[
-            (i["id"], i["name"], i["category"], i["owner"], i["version"], i["mode"])
+            (
+                i["id"],
+                i["name"],
+                i["category"],
+                i["owner"],
+                i["version"],
+                _mode_cell(i),
+                ", ".join(i.get("modes") or [i["mode"]]),
+            )
             for i in page["items"]
         ],
         title=f"catalog {page['catalog_version']}: {shown} of {page['total']} item(s)",
     )
+
+
+def _mode_cell(modes: dict[str, Any]) -> str:
+    """The mode in effect, marked when an operator switched it from the default."""
+    switch = modes.get("mode_switch")
+    return f"{modes['mode']} (switched)" if switch else modes["mode"]
+
+
+def _switch_line(switch: dict[str, Any] | None) -> str | None:
+    if not switch:
+        return None
+    return f"{switch['mode']} by {switch['by']} at {switch['at'][:19]}: {switch['reason']}"
 
 
 @app.command("get")
@@ -73,6 +94,13 @@ def get_item(
         return
     item: dict[str, Any] = data["item"]
     meta = item["metadata"]
+    fulfillment = item["fulfillment"]
+    modes = data.get("modes") or {
+        "mode": fulfillment["mode"],
+        "default_mode": fulfillment["mode"],
+        "modes": fulfillment.get("modes") or [fulfillment["mode"]],
+        "mode_switch": None,
+    }
     emit(
         {
             "id": meta["id"],
@@ -83,7 +111,10 @@ def get_item(
             "lifecycle": meta.get("lifecycle", "active"),
             "description": meta["description"],
             "support": meta.get("support"),
-            "mode": item["fulfillment"]["mode"],
+            "mode": _mode_cell(modes),
+            "default mode": modes["default_mode"],
+            "modes": ", ".join(modes["modes"]),
+            "mode switch": _switch_line(modes.get("mode_switch")),
         },
         g.output,
     )
@@ -115,6 +146,51 @@ def get_item(
             for i, a in enumerate(item["fulfillment"]["actions"])
         ],
     )
+
+
+@app.command("mode")
+def switch_mode(
+    ctx: typer.Context,
+    item_id: Annotated[str, typer.Argument(help="The item id, e.g. postgresql-standard.")],
+    mode: Annotated[
+        Mode, typer.Argument(help="The mode new requests run in.", case_sensitive=False)
+    ],
+    reason: Annotated[
+        str, typer.Option(help="Why (3 to 500 characters); recorded with the switch.")
+    ],
+) -> None:
+    """Switch the fulfilment mode new requests of an item run in (admins and the owning team).
+    (POST /api/v1/catalog/items/{item_id}/mode)
+
+    Requests already made keep their mode, and a ticket already open stays open. Switching back
+    to the item's default mode ends the switch.
+
+    Examples:
+
+      devctl catalog mode postgresql-standard manual --reason "Terraform backend under maintenance"
+
+      devctl -o json catalog mode postgresql-standard automated --reason "maintenance over"
+    """
+    state = call(
+        ctx,
+        "POST",
+        f"/catalog/items/{item_id}/mode",
+        body={"mode": mode.value, "reason": reason},
+    )
+    g = globals_of(ctx)
+    if g.output is not OutputFormat.table:
+        emit(state, g.output)
+        return
+    if not state["changed"]:
+        what = f"{item_id} already runs new requests in mode {state['mode']}; nothing changed"
+    elif state["mode_switch"]:
+        what = (
+            f"{item_id}: new requests run in mode {state['mode']} "
+            f"(its default: {state['default_mode']})"
+        )
+    else:
+        what = f"{item_id}: back to its default mode {state['mode']}"
+    console.print(what, markup=False, highlight=False)
 
 
 @app.command("refresh")

@@ -29,6 +29,17 @@ class Urgency(StrEnum):
     critical = "critical"
 
 
+class Mode(StrEnum):
+    automated = "automated"
+    manual = "manual"
+
+
+MODE_HELP = (
+    "Run the request in this fulfilment mode, one the item offers; default: the mode the "
+    "catalog runs the item in now."
+)
+
+
 TERMINAL = ("completed", "failed", "aborted")
 _POLL = 1.0
 
@@ -134,6 +145,7 @@ def submit(
             "2026-12-24T18:00:00Z), within the item's TTL policy.",
         ),
     ] = None,
+    mode: Annotated[Mode | None, typer.Option(help=MODE_HELP, case_sensitive=False)] = None,
 ) -> None:
     """Request a catalog item. (POST /api/v1/requests)"""
     inputs = load_inputs(inputs_file, assignments)
@@ -148,7 +160,8 @@ def submit(
             "POST",
             "/requests",
             body={"item_id": item, "inputs": inputs}
-            | ({"expires_at": expires_at} if expires_at else {}),
+            | ({"expires_at": expires_at} if expires_at else {})
+            | ({"mode": mode.value} if mode else {}),
             extra_headers={"Idempotency-Key": key},
         )
     finally:
@@ -245,6 +258,7 @@ def get(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> Non
                 "resource_id",
                 "item_id",
                 "item_version",
+                "mode",
                 "status",
                 "requester",
                 "environment",

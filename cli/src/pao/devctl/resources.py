@@ -14,7 +14,7 @@ from pao.devctl.errors import CliError
 from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
 from pao.devctl.plans import input_changes, render_input_changes
-from pao.devctl.requests import _finish
+from pao.devctl.requests import MODE_HELP, Mode, _finish
 from pao.devctl.terraform import confirm, follow, screen
 
 app = typer.Typer(help="See and change what your requests made.", no_args_is_help=True)
@@ -221,6 +221,7 @@ def update(
             "--idempotency-key", help="Repeat an update safely; default: a new key per call."
         ),
     ] = None,
+    mode: Annotated[Mode | None, typer.Option(help=MODE_HELP, case_sensitive=False)] = None,
 ) -> None:
     """Change a resource's inputs. (POST /api/v1/resources/{id}/update)
 
@@ -265,7 +266,7 @@ def update(
         ctx,
         "POST",
         f"/resources/{resource_id}/update",
-        body={"inputs": inputs},
+        body={"inputs": inputs} | ({"mode": mode.value} if mode else {}),
         extra_headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
     )
     _submitted(ctx, answer, wait=wait, timeout=timeout)
@@ -279,6 +280,7 @@ def decommission(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before submitting.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
     timeout: Annotated[float | None, typer.Option(help=TIMEOUT_HELP)] = None,
+    mode: Annotated[Mode | None, typer.Option(help=MODE_HELP, case_sensitive=False)] = None,
 ) -> None:
     """Remove a resource and what it is made of. (POST /api/v1/resources/{id}/decommission)
 
@@ -297,5 +299,6 @@ def decommission(
         highlight=False,
     )
     confirm(ctx, f"Decommission resource {resource_id}? What it is made of is destroyed", yes=yes)
-    answer = call(ctx, "POST", f"/resources/{resource_id}/decommission", body={"reason": reason})
+    body = {"reason": reason} | ({"mode": mode.value} if mode else {})
+    answer = call(ctx, "POST", f"/resources/{resource_id}/decommission", body=body)
     _submitted(ctx, answer, wait=wait, timeout=timeout)

@@ -70,7 +70,7 @@ _TOPIC_DESCRIPTIONS: dict[str, str] = {
     "resource": "What requests made, through their lives: provisioning, active, updating, "
     "decommissioning, decommissioned or failed, with the request that caused each change.",
     "catalog": "Changes to the served catalog: items and bundles published, updated or removed, "
-    "and each refresh (or failed refresh).",
+    "operators' switches of an item's fulfilment mode, and each refresh (or failed refresh).",
     "fulfillment": "What fulfilment did with each dispatched action (one generation of it): "
     "attempts started and retried, tickets opened and written to, and how the run ended. The "
     "request service reads these and records what they mean on the request's stream.",

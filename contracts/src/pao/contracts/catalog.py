@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from pao.contracts.commands import Mode
+
+
+class ModeSwitch(BaseModel):
+    """An operator's switch of an item's fulfilment mode: to what, by whom, when and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Mode
+    by: str
+    at: str
+    reason: str
 
 
 class CatalogItemSummary(BaseModel):
-    """One line of `GET /catalog`."""
+    """One line of `GET /catalog`. `mode` is the mode new requests run in: `default_mode`, or
+    the operator's `mode_switch` while one is in effect."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -21,6 +35,32 @@ class CatalogItemSummary(BaseModel):
     tags: list[str]
     lifecycle: str
     mode: str
+    default_mode: str
+    modes: list[str]
+    mode_switch: ModeSwitch | None = None
+
+
+class ModeSwitchBody(BaseModel):
+    """`POST /catalog/items/{item_id}/mode`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class ModeState(BaseModel):
+    """An item's fulfilment modes as they stand: `GET /catalog/items/{id}` (`modes`) and the
+    answer of a switch (`changed`: whether the switch changed anything)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    mode: str
+    default_mode: str
+    modes: list[str]
+    mode_switch: ModeSwitch | None = None
+    changed: bool | None = None
 
 
 class CatalogPage(BaseModel):
@@ -75,9 +115,13 @@ class ValidationResult(BaseModel):
     problems: list[ProblemOut] = []
 
 
-def summary_of(item: dict[str, Any]) -> CatalogItemSummary:
-    """The list-view summary of a catalog item document."""
+def summary_of(
+    item: dict[str, Any], *, modes: list[str], switch: ModeSwitch | None = None
+) -> CatalogItemSummary:
+    """The list-view summary of a catalog item document offering `modes`, with the operator's
+    mode switch in effect, if any."""
     metadata = item["metadata"]
+    fulfillment = item["fulfillment"]
     return CatalogItemSummary(
         id=metadata["id"],
         name=metadata["name"],
@@ -87,5 +131,8 @@ def summary_of(item: dict[str, Any]) -> CatalogItemSummary:
         description=metadata["description"],
         tags=list(metadata.get("tags") or []),
         lifecycle=metadata.get("lifecycle", "active"),
-        mode=item["fulfillment"]["mode"],
+        mode=switch.mode if switch is not None else fulfillment["mode"],
+        default_mode=fulfillment["mode"],
+        modes=modes,
+        mode_switch=switch,
     )

@@ -9,10 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pao.contracts.events import Requester
 
 Urgency = Literal["low", "normal", "high", "critical"]
+Mode = Literal["automated", "manual"]
 
 
 class SubmitRequest(BaseModel):
-    """Request a catalog item with these inputs."""
+    """Request a catalog item with these inputs; `mode`, when given, is the requester's choice
+    of the item's fulfilment modes (else the mode the catalog runs the item in)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -20,6 +22,18 @@ class SubmitRequest(BaseModel):
     inputs: dict[str, Any]
     requester: Requester
     idempotency_key: str | None = None
+    mode: Mode | None = None
+
+
+class SwitchItemMode(BaseModel):
+    """Run new requests of a catalog item in another of its fulfilment modes, and say why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    item_id: str
+    mode: Mode
+    reason: str = Field(min_length=3, max_length=500)
+    by: str
 
 
 class RetryRequest(BaseModel):

@@ -193,7 +193,14 @@ WEBHOOK_NOT_CONFIGURED = _register(
     "PAO-CAT-006",
     404,
     "GitHub webhook not configured",
-    "Set PAO_GITHUB_WEBHOOK_SECRET to accept GitHub webhooks.",
+    "Set PAO_GITHUB_WEBHOOK_SECRET, or store the secret at PAO_GITHUB_WEBHOOK_SECRET_PATH "
+    "(`pao secrets init`), to accept GitHub webhooks.",
+)
+MODE_NOT_OFFERED = _register(
+    "PAO-CAT-007",
+    400,
+    "The item does not offer this fulfilment mode",
+    "Choose one of the modes named in the suggestion (`devctl catalog get ITEM` lists them).",
 )
 INVALID_QUERY = _register(
     "PAO-API-008",

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pao.contracts.commands import Urgency
+from pao.contracts.commands import Mode, Urgency
 
 
 class SubmitBody(BaseModel):
@@ -20,6 +20,8 @@ class SubmitBody(BaseModel):
     #: when the resource is decommissioned by itself (ISO 8601 with a zone), within the
     #: item's TTL policy
     expires_at: datetime | None = None
+    #: one of the item's fulfilment modes; default: the mode the catalog runs the item in
+    mode: Mode | None = None
 
 
 class AbortBody(BaseModel):
@@ -45,6 +47,8 @@ class UpdateResourceBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: dict[str, Any]
+    #: one of the item's fulfilment modes; default: the mode the catalog runs the item in
+    mode: Mode | None = None
 
 
 class DecommissionBody(BaseModel):
@@ -53,6 +57,8 @@ class DecommissionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=3, max_length=2000)
+    #: one of the item's fulfilment modes; default: the mode the catalog runs the item in
+    mode: Mode | None = None
 
 
 class DecisionBody(BaseModel):

@@ -6,6 +6,11 @@ place); a decommission runs the item's declared teardown actions, then destroys 
 action's workspace, last first. An item with neither (a manual item) opens a ticket in the
 project of its first JIRA action. Request, fulfilment and previews all ask this module, so they
 agree on the action plan.
+
+An item runs in one of its fulfilment modes (`modes`, by default just `mode`). Its own actions
+are its default; an item whose actions are automated (Terraform, REST) and that also offers
+`manual` runs, in manual mode, a single JIRA action named `manual`: its fallback's ticket, for
+every kind of request (the ticket's templates can tell them apart by `request.kind`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,49 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from pao.contracts.events import FALLBACK, MANUAL
+
 KINDS = ("create", "update", "decommission")
+MODES = ("automated", "manual")
 
 #: The name of the ticket a manual item's decommission opens when it declares no teardown.
 TEARDOWN = "teardown"
+#: Action names PAO gives its own actions; an item may not use them.
+RESERVED_NAMES = frozenset({MANUAL, FALLBACK})
+#: Action types that do the work themselves.
+AUTOMATED_TYPES = frozenset({"terraform", "rest"})
+
+
+def modes_of(item: Mapping[str, Any]) -> list[str]:
+    """The modes an item may run in: its `modes`, else its one `mode`."""
+    fulfillment = item["fulfillment"]
+    return list(fulfillment.get("modes") or [fulfillment["mode"]])
+
+
+def default_mode(item: Mapping[str, Any]) -> str:
+    """The mode the item runs in unless an operator or the requester chose another."""
+    return str(item["fulfillment"]["mode"])
+
+
+def effective_mode(item: Mapping[str, Any], switched: str | None) -> str:
+    """The mode new requests of the item run in: an operator's switch while the item still
+    offers that mode, else the item's default."""
+    return switched if switched in modes_of(item) else default_mode(item)
+
+
+def is_automated(item: Mapping[str, Any]) -> bool:
+    """Whether any of the item's actions does the work itself (Terraform or REST)."""
+    return any(a["type"] in AUTOMATED_TYPES for a in item["fulfillment"]["actions"])
+
+
+def runs_manual_ticket(item: Mapping[str, Any], mode: str | None) -> bool:
+    """Whether a request in `mode` runs the item's manual ticket instead of its actions."""
+    return (mode or default_mode(item)) == "manual" and is_automated(item)
+
+
+def manual_ticket(item: Mapping[str, Any], name: str = MANUAL) -> dict[str, Any]:
+    """The item's fallback ticket as an action named `name` (`manual` or `fallback`)."""
+    return {"name": name, "type": "jira", "jira": item["fulfillment"]["fallback"]["jira"]}
 
 
 def _default_teardown(item: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -45,8 +89,12 @@ def _default_teardown(item: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def actions_for(item: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
-    """The actions a request of `kind` runs, in order."""
+def actions_for(
+    item: Mapping[str, Any], kind: str, mode: str | None = None
+) -> list[dict[str, Any]]:
+    """The actions a request of `kind` runs in `mode` (default: the item's), in order."""
+    if runs_manual_ticket(item, mode):
+        return [manual_ticket(item)]
     actions = list(item["fulfillment"]["actions"])
     if kind != "decommission":
         return actions

@@ -39,7 +39,9 @@ class RenderedAction:
     name: str
     type: str
     run: bool
-    spec: dict[str, Any]
+    #: None when the action's condition is false: it would not run, so it is not rendered
+    #: (its templates may use fields that only exist when it runs)
+    spec: dict[str, Any] | None
 
 
 def apply_defaults(form_schema: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,7 +173,8 @@ def placeholder_outputs(item: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Stand-ins for the outputs of every action (`<action.key>`), for previews."""
     outputs: dict[str, dict[str, Any]] = {}
     for action in item["fulfillment"]["actions"]:
-        declared = (action.get(action["type"]) or {}).get("outputs") or []
+        spec = action.get(action["type"]) or {}
+        declared = [*(spec.get("outputs") or []), *((spec.get("poll") or {}).get("outputs") or [])]
         keys = {"jira": ["key", "url", "id", "status"], "rest": ["status_code"]}.get(
             action["type"], []
         )
@@ -205,10 +208,13 @@ def template_context(
     secrets: Mapping[str, Any] | None = None,
     kind: str = "create",
     resource_id: str | None = None,
+    resource_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The scopes every template of `item` renders against: the one builder for previews,
     validation, `test/variables` and execution alike, so a preview renders what a run renders.
 
+    `resource_outputs` are what the resource's earlier requests recorded, by action (an update
+    or a decommission uses them, e.g. an id the API assigned at creation).
     `secrets` defaults to every declared secret shown as the mask; only an executor passes the
     real values, for its own call.
     """
@@ -235,6 +241,10 @@ def template_context(
         "env": dict(environments.get(environment) or {}),
         "inputs": filled,
         "outputs": {name: dict(values) for name, values in outputs.items()},
+        "resource": {
+            "id": resource_id or request_id,
+            "outputs": {name: dict(values) for name, values in (resource_outputs or {}).items()},
+        },
         "secrets": (
             dict(secrets)
             if secrets is not None
@@ -255,7 +265,8 @@ def preview_context(
     correlation_id: str = "corr-preview",
 ) -> dict[str, Any]:
     """`template_context` for a request not made yet: the caller (or a sample user),
-    placeholders for the outputs of earlier actions, and every secret masked."""
+    placeholders for the outputs of earlier actions and of the resource's earlier requests, and
+    every secret masked."""
     return template_context(
         item,
         inputs,
@@ -267,6 +278,7 @@ def preview_context(
         correlation_id=correlation_id,
         created_at=datetime.now(UTC).isoformat(),
         outputs=placeholder_outputs(item),
+        resource_outputs=placeholder_outputs(item),
     )
 
 
@@ -281,7 +293,7 @@ def render_actions(item: Mapping[str, Any], context: Mapping[str, Any]) -> list[
             if "when" in action:
                 run = bool(_render(action["when"], prepared, f"{where}/when"))
             kind = action["type"]
-            spec = _render_value(action[kind], prepared, f"{where}/{kind}")
+            spec = _render_value(action[kind], prepared, f"{where}/{kind}") if run else None
             rendered.append(RenderedAction(action["name"], kind, run, spec))
     return rendered
 

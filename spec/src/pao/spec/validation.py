@@ -13,6 +13,7 @@ from jsonschema.exceptions import ValidationError
 
 from pao.spec import schemas
 from pao.spec.documents import Document, DocumentError, parse
+from pao.spec.lifecycle import RESERVED_NAMES, is_automated, modes_of
 from pao.spec.problems import Problem, pointer, value_at
 from pao.spec.variables import (
     BUILTIN_OUTPUTS,
@@ -24,6 +25,8 @@ from pao.spec.variables import (
 
 ITEM_KIND = "CatalogItem"
 BUNDLE_KIND = "CatalogBundle"
+#: An HTTP header name (an RFC 9110 token).
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass
@@ -158,6 +161,7 @@ def item_problems(item: dict[str, Any]) -> Iterator[Problem]:
         return
     # With a broken form, input references cannot be checked: accept them rather than cascade.
     yield from _action_problems(item, input_fields(form) if form_ok else None)
+    yield from _rest_problems(item)
 
 
 _JSON_TYPES = "array, boolean, integer, null, number, object, string"
@@ -225,9 +229,40 @@ def _example_problems(form: dict[str, Any]) -> Iterator[Problem]:
             )
 
 
+def _mode_problems(item: dict[str, Any]) -> Iterator[Problem]:
+    """The modes an item offers must be ones its actions (or its fallback ticket) can run."""
+    fulfillment = item["fulfillment"]
+    modes = modes_of(item)
+    where = pointer("fulfillment", "modes") if "modes" in fulfillment else pointer("fulfillment")
+    if fulfillment["mode"] not in modes:
+        yield Problem(
+            "fulfillment-mode",
+            f"the default mode '{fulfillment['mode']}' is not one of modes ({', '.join(modes)})",
+            pointer("fulfillment", "mode"),
+        )
+    automated = is_automated(item)
+    if "automated" in modes and not automated:
+        yield Problem(
+            "fulfillment-mode",
+            "mode automated needs a terraform or rest action; this item has only jira actions",
+            where,
+        )
+    fallback = fulfillment.get("fallback") or {}
+    if "manual" in modes and automated and fallback.get("strategy") != "manual":
+        yield Problem(
+            "fulfillment-mode",
+            "mode manual on an item with automated actions opens its fallback ticket: "
+            "declare fallback.strategy: manual with its jira",
+            pointer("fulfillment", "fallback") if fallback else where,
+        )
+
+
 def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Iterator[Problem]:
     fulfillment = item["fulfillment"]
+    yield from _mode_problems(item)
     secrets = frozenset((item.get("secrets") or {}).keys())
+    # What the resource's earlier requests recorded: any of the item's actions may have run.
+    on_resource = {a["name"]: declared_outputs(a) for a in fulfillment["actions"]}
     outputs: dict[str, frozenset[str] | None] = {}
     seen: set[str] = set()
     for index, action in enumerate(fulfillment["actions"]):
@@ -238,8 +273,17 @@ def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Ite
                 f"two actions are named '{name}'",
                 pointer("fulfillment", "actions", index, "name"),
             )
+        if name in RESERVED_NAMES:
+            yield Problem(
+                "action-name",
+                f"'{name}' is reserved for the ticket PAO adds itself "
+                f"({' and '.join(sorted(RESERVED_NAMES))} are); rename the action",
+                pointer("fulfillment", "actions", index, "name"),
+            )
         seen.add(name)
-        declared = Declarations(inputs=inputs, secrets=secrets, outputs=dict(outputs))
+        declared = Declarations(
+            inputs=inputs, secrets=secrets, outputs=dict(outputs), resource_outputs=on_resource
+        )
         base = ("fulfillment", "actions", index)
         if "when" in action:
             yield from template_problems(action["when"], declared, pointer(*base, "when"))
@@ -261,26 +305,108 @@ def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Ite
             "put the approval on the action",
             pointer("fulfillment", "approval", "when", "changes"),
         )
-    teardown_names = [a["name"] for a in (item.get("lifecycle") or {}).get("teardown") or []]
-    for index, name in enumerate(teardown_names):
+    teardown = (item.get("lifecycle") or {}).get("teardown") or []
+    teardown_names = [a["name"] for a in teardown]
+    earlier: dict[str, frozenset[str] | None] = {}
+    for index, action in enumerate(teardown):
+        name, kind = action["name"], action["type"]
+        base = ("lifecycle", "teardown", index)
         if name in seen or teardown_names.index(name) != index:
             yield Problem(
                 "action-name",
                 f"teardown action '{name}' has the name of another action",
-                pointer("lifecycle", "teardown", index, "name"),
+                pointer(*base, "name"),
             )
+        elif name in RESERVED_NAMES:
+            yield Problem(
+                "action-name",
+                f"'{name}' is reserved for the ticket PAO adds itself "
+                f"({' and '.join(sorted(RESERVED_NAMES))} are); rename the teardown action",
+                pointer(*base, "name"),
+            )
+        # A decommission runs the teardown first: `outputs` are the earlier teardown actions',
+        # what the resource was made with is `resource.outputs`.
+        declared = Declarations(
+            inputs=inputs, secrets=secrets, outputs=dict(earlier), resource_outputs=on_resource
+        )
+        if "when" in action:
+            yield from template_problems(action["when"], declared, pointer(*base, "when"))
+        yield from _templates_in(action.get(kind), declared, (*base, kind))
+        earlier[name] = declared_outputs(action)
     fallback = fulfillment.get("fallback") or {}
     if "jira" in fallback:
-        declared = Declarations(inputs=inputs, secrets=secrets, outputs=dict(outputs))
+        # In manual mode the ticket is the request's only action: no earlier outputs exist.
+        manual_mode = "manual" in modes_of(item) and is_automated(item)
+        declared = Declarations(
+            inputs=inputs,
+            secrets=secrets,
+            outputs={} if manual_mode else dict(outputs),
+            resource_outputs=on_resource,
+        )
         yield from _templates_in(fallback["jira"], declared, ("fulfillment", "fallback", "jira"))
 
 
 def declared_outputs(action: Mapping[str, Any]) -> frozenset[str]:
-    """The outputs an action records: its type's own and those it declares."""
+    """The outputs an action records: its type's own and those it declares (a REST action's
+    poll adds those of its last status answer)."""
     kind = action["type"]
     spec = action.get(kind) or {}
-    declared = spec.get("outputs") or []
+    declared = [*(spec.get("outputs") or []), *((spec.get("poll") or {}).get("outputs") or [])]
     return BUILTIN_OUTPUTS[kind] | frozenset(declared)
+
+
+def _rest_problems(item: dict[str, Any]) -> Iterator[Problem]:
+    """REST actions the schema lets through but that cannot be sent as written."""
+    for where in (("fulfillment", "actions"), ("lifecycle", "teardown")):
+        for index, action in enumerate(value_at(item, pointer(*where)) or []):
+            spec = action.get("rest") if action.get("type") == "rest" else None
+            if isinstance(spec, dict):
+                yield from _rest_spec_problems(spec, (*where, index, "rest"))
+
+
+def _rest_spec_problems(spec: dict[str, Any], base: tuple[Any, ...]) -> Iterator[Problem]:
+    for name, value in (spec.get("headers") or {}).items():
+        if not HTTP_TOKEN.fullmatch(str(name)):
+            yield Problem(
+                "rest-header",
+                f"header name {name!r} is not an HTTP token (letters, digits and "
+                "!#$%&'*+.^_`|~- only)",
+                pointer(*base, "headers", name),
+            )
+        elif isinstance(value, str) and ("\r" in value or "\n" in value):
+            yield Problem(
+                "rest-header",
+                f"the value of header {name} contains a line break; a header value is one line "
+                "(write it with >- or on one line)",
+                pointer(*base, "headers", name),
+            )
+    url = spec.get("url")
+    aws = (spec.get("auth") or {}).get("type") == "aws_sigv4"
+    if (
+        isinstance(url, str)
+        and not url.startswith(("http://", "https://", "{"))
+        and not (aws and url.startswith("/"))
+    ):
+        yield Problem(
+            "rest-url",
+            "url must be an absolute http(s) URL"
+            + ("; a path alone needs auth aws_sigv4" if url.startswith("/") else ""),
+            pointer(*base, "url"),
+        )
+    if "body" in spec and "form" in spec:
+        yield Problem(
+            "rest-body", "give body or form, not both (form is the body)", pointer(*base, "form")
+        )
+    poll = spec.get("poll")
+    if isinstance(poll, dict):
+        given = [k for k in ("url", "url_pointer", "url_header") if k in poll]
+        if len(given) != 1:
+            yield Problem(
+                "rest-poll",
+                "poll needs exactly one of url, url_pointer and url_header"
+                + (f" (it has {', '.join(given)})" if given else ""),
+                pointer(*base, "poll"),
+            )
 
 
 def _templates_in(value: Any, declared: Declarations, path: tuple[Any, ...]) -> Iterator[Problem]:
@@ -288,7 +414,7 @@ def _templates_in(value: Any, declared: Declarations, path: tuple[Any, ...]) -> 
         yield from template_problems(value, declared, pointer(*path))
     elif isinstance(value, dict):
         for key, sub in value.items():
-            if key == "outputs" and path[-1] in ("terraform", "rest"):
+            if key == "outputs" and path[-1] in ("terraform", "rest", "poll"):
                 continue  # output names and JSON pointers, not templates
             yield from _templates_in(sub, declared, (*path, key))
     elif isinstance(value, list):

@@ -3,7 +3,8 @@
 A template is a Jinja2 string such as `{{ inputs.db_name | upper }}`. Parsing collects every
 variable reference as a dotted path and every filter used, with syntax errors by line. Resolving
 checks each reference against the declared scopes: `inputs` against the item's form, `outputs`
-against earlier actions, `secrets` against the item's declared secrets.
+against earlier actions, `resource.outputs` against the item's own actions (what the resource's
+earlier requests recorded), `secrets` against the item's declared secrets.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SCOPE_FIELDS: dict[str, frozenset[str] | None] = {
     "env": None,
     "inputs": None,
     "outputs": None,
+    "resource": frozenset({"id", "outputs"}),
     "secrets": None,
 }
 SCOPES = tuple(SCOPE_FIELDS)
@@ -232,6 +234,8 @@ class Declarations:
     secrets: frozenset[str] = frozenset()
     #: earlier actions -> the output names they record (None: any)
     outputs: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+    #: the item's actions -> the output names they record, as `resource.outputs` offers them
+    resource_outputs: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,21 +300,40 @@ def check_reference(path: tuple[str, ...], declared: Declarations) -> str | None
     if scope == "outputs":
         if name not in declared.outputs:
             earlier = ", ".join(declared.outputs) or "none"
+            recorded = (
+                f" (what the resource's earlier requests recorded is resource.outputs.{name})"
+                if name in declared.resource_outputs
+                else ""
+            )
             return (
                 f"outputs.{name} is not an earlier action{_suggest(name, declared.outputs)}; "
-                f"earlier actions: {earlier}"
+                f"earlier actions: {earlier}{recorded}"
             )
-        known = declared.outputs[name]
-        if len(path) > 2 and known is not None and path[2] not in known:
+        return _check_output("outputs", path[1:], declared.outputs[name])
+    if scope == "resource" and name == "outputs" and len(path) > 2:
+        action = path[2]
+        if action not in declared.resource_outputs:
+            known = ", ".join(declared.resource_outputs) or "none"
             return (
-                f"outputs.{name}.{path[2]} is not an output of {name}"
-                f"{_suggest(path[2], known)}; it records {', '.join(sorted(known)) or 'none'}"
+                f"resource.outputs.{action} is not an action of the item"
+                f"{_suggest(action, declared.resource_outputs)}; its actions: {known}"
             )
-        return None
+        return _check_output("resource.outputs", path[2:], declared.resource_outputs[action])
     fields = SCOPE_FIELDS[scope]
     if fields is not None and name not in fields:
         return f"{scope}.{name} does not exist{_suggest(name, fields)}; {scope} has " + ", ".join(
             sorted(fields)
+        )
+    return None
+
+
+def _check_output(prefix: str, path: tuple[str, ...], known: frozenset[str] | None) -> str | None:
+    """`path` is (action, output, ...): the output must be one the action records."""
+    action = path[0]
+    if len(path) > 1 and known is not None and path[1] not in known:
+        return (
+            f"{prefix}.{action}.{path[1]} is not an output of {action}"
+            f"{_suggest(path[1], known)}; it records {', '.join(sorted(known)) or 'none'}"
         )
     return None
 

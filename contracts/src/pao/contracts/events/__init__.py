@@ -9,6 +9,7 @@ from pao.contracts.events.catalog import (
     CatalogBundlePublished,
     CatalogBundleRemoved,
     CatalogEvent,
+    CatalogItemModeSwitched,
     CatalogItemPublished,
     CatalogItemRemoved,
     CatalogItemUpdated,
@@ -33,6 +34,7 @@ from pao.contracts.events.fulfillment import (
 )
 from pao.contracts.events.request import (
     FALLBACK,
+    MANUAL,
     REQUEST_EVENTS,
     ActionApplying,
     ActionAwaitingManual,
@@ -84,6 +86,7 @@ __all__ = [
     "CATALOG_EVENTS",
     "FALLBACK",
     "FULFILLMENT_EVENTS",
+    "MANUAL",
     "REGISTRY",
     "REQUEST_EVENTS",
     "RESOURCE_EVENTS",
@@ -107,6 +110,7 @@ __all__ = [
     "CatalogBundlePublished",
     "CatalogBundleRemoved",
     "CatalogEvent",
+    "CatalogItemModeSwitched",
     "CatalogItemPublished",
     "CatalogItemRemoved",
     "CatalogItemUpdated",

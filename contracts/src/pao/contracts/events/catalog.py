@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pao.contracts.events.base import REGISTRY, Event, Payload
 
@@ -81,6 +81,19 @@ class CatalogBundleRemoved(CatalogEvent):
     bundle_id: str
 
 
+class CatalogItemModeSwitched(CatalogEvent):
+    """An operator switched the mode new requests of an item run in (`previous_mode` was in
+    effect until now); requests already made keep theirs. A switch back to the item's default
+    mode ends the switch."""
+
+    event_type: ClassVar[str] = "CatalogItemModeSwitched"
+    item_id: str
+    mode: Literal["automated", "manual"]
+    previous_mode: Literal["automated", "manual"]
+    reason: str
+    by: str
+
+
 class CatalogRefreshed(CatalogEvent):
     """A refresh found a valid catalog that differs from the one served; closes its changes."""
 
@@ -110,6 +123,7 @@ CATALOG_EVENTS = REGISTRY.register(
     CatalogItemRemoved,
     CatalogBundlePublished,
     CatalogBundleRemoved,
+    CatalogItemModeSwitched,
     CatalogRefreshed,
     CatalogRefreshFailed,
 )

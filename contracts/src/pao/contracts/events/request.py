@@ -21,6 +21,8 @@ from pao.contracts.events.catalog import item_hash
 
 #: The name of the manual action an item's fallback adds.
 FALLBACK = "fallback"
+#: The name of the one action an automated item runs in manual mode (its fallback's ticket).
+MANUAL = "manual"
 
 
 class Requester(BaseModel):
@@ -94,6 +96,10 @@ class RequestSubmitted(RequestEvent):
     item falls back to a manual ticket. `kind` says what the request does to its resource
     (`resource_id`): create it, update it with new inputs, or decommission it. `approval` is
     the approval the whole request waits for before its first action, if the policy asks one.
+    `mode` is the fulfilment mode the request runs in, pinned for its whole life (None in events
+    written before modes were recorded: the item's default). An update or a decommission carries
+    the outputs its resource's earlier requests recorded (`resource_outputs`, by action), which
+    its templates see as `resource.outputs`.
     """
 
     event_type: ClassVar[str] = "RequestSubmitted"
@@ -119,6 +125,8 @@ class RequestSubmitted(RequestEvent):
     expires_at: str | None = None
     #: why (for a decommission)
     reason: str | None = None
+    mode: Literal["automated", "manual"] | None = None
+    resource_outputs: dict[str, dict[str, Any]] = {}
 
 
 class ActionDispatched(RequestEvent):

@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from pao.contracts import events as ev
-from pao.contracts.catalog import CatalogItemSummary, summary_of
+from pao.contracts.catalog import CatalogItemSummary, ModeState, ModeSwitch, summary_of
 from pao.contracts.envelope import EventEnvelope
 from pao.shared.eventstore import EventStore
+from pao.spec.lifecycle import default_mode, effective_mode, modes_of
 
 STREAM = "catalog"
 
@@ -38,6 +39,8 @@ class CatalogView:
     modules: dict[str, dict[str, str]] = field(default_factory=dict)
     bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
+    #: operators' switches of an item's fulfilment mode still in effect, by item id
+    mode_switches: dict[str, ModeSwitch] = field(default_factory=dict)
     version: str | None = None
     stream_version: int = 0
     last_refresh: LastRefresh | None = None
@@ -63,11 +66,22 @@ class CatalogView:
                 self.hashes[event.item_id] = event.item_hash
                 self.modules[event.item_id] = dict(event.modules)
                 self.paths[event.item_id] = event.path
+                # A new definition keeps an operator's switch unless it no longer means one.
+                self._keep_switch_if_offered(event.item_id)
             case ev.CatalogItemRemoved():
                 self.items.pop(event.item_id, None)
                 self.hashes.pop(event.item_id, None)
                 self.modules.pop(event.item_id, None)
                 self.paths.pop(event.item_id, None)
+                self.mode_switches.pop(event.item_id, None)
+            case ev.CatalogItemModeSwitched():
+                self.mode_switches[event.item_id] = ModeSwitch(
+                    mode=event.mode,
+                    by=event.by,
+                    at=envelope.occurred_at.isoformat(),
+                    reason=event.reason,
+                )
+                self._keep_switch_if_offered(event.item_id)
             case ev.CatalogBundlePublished():
                 self.bundles[event.bundle_id] = event.bundle
             case ev.CatalogBundleRemoved():
@@ -87,6 +101,32 @@ class CatalogView:
                 )
         self.stream_version = envelope.stream_version
         self._answers.clear()
+
+    def _keep_switch_if_offered(self, item_id: str) -> None:
+        """Forget a switch to the item's default mode (a switch back) or to a mode it no longer
+        offers: new requests run in the default then."""
+        switch, item = self.mode_switches.get(item_id), self.items.get(item_id)
+        if switch is None:
+            return
+        if item is None or switch.mode == default_mode(item) or switch.mode not in modes_of(item):
+            del self.mode_switches[item_id]
+
+    def mode_of(self, item_id: str) -> str:
+        """The mode new requests of a served item run in."""
+        switch = self.mode_switches.get(item_id)
+        return effective_mode(self.items[item_id], switch.mode if switch else None)
+
+    def mode_state(self, item_id: str, *, changed: bool | None = None) -> ModeState:
+        """A served item's modes: the one in effect, its default, those it offers, the switch."""
+        item = self.items[item_id]
+        return ModeState(
+            item_id=item_id,
+            mode=self.mode_of(item_id),
+            default_mode=default_mode(item),
+            modes=modes_of(item),
+            mode_switch=self.mode_switches.get(item_id),
+            changed=changed,
+        )
 
     async def catch_up(self, store: EventStore) -> int:
         """Apply the stream's events this view has not seen; return how many."""
@@ -126,5 +166,7 @@ class CatalogView:
                 )
             ):
                 continue
-            found.append(summary_of(item))
+            found.append(
+                summary_of(item, modes=modes_of(item), switch=self.mode_switches.get(item_id))
+            )
         return found

@@ -89,6 +89,8 @@ class Fulfillment:
     runs: dict[str, Run]
     kind: str = "create"
     resource_id: str | None = None
+    #: what the resource's earlier requests recorded, by action (for an update or decommission)
+    resource_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -98,7 +100,7 @@ class Fulfillment:
 
 _REQUEST_COLUMNS = (
     "request_id, item_id, item_version, item_hash, correlation_id, requester, environment, "
-    "inputs, submitted_at, aborted, stream_version, kind, resource_id"
+    "inputs, submitted_at, aborted, stream_version, kind, resource_id, resource_outputs"
 )
 
 
@@ -147,7 +149,8 @@ async def open_request(
     """Remember a submitted request (once)."""
     await conn.execute(
         f"INSERT INTO fulfillment_requests ({_REQUEST_COLUMNS}) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, 0, $10, $11) ON CONFLICT DO NOTHING",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, 0, $10, $11, $12) "
+        "ON CONFLICT DO NOTHING",
         submitted.request_id,
         submitted.item_id,
         submitted.item_version,
@@ -159,6 +162,7 @@ async def open_request(
         submitted_at,
         submitted.kind,
         submitted.resource_id,
+        submitted.resource_outputs,
     )
 
 

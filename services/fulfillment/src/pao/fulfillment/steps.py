@@ -19,10 +19,10 @@ import asyncpg
 import structlog
 
 from pao.contracts import events as ev
-from pao.contracts.events import FALLBACK
+from pao.contracts.events import FALLBACK, MANUAL
 from pao.fulfillment import jobs, ledger, provisioning
 from pao.fulfillment.breakers import Breakers, Parked
-from pao.fulfillment.context import real_secrets, run_context, secrets_used
+from pao.fulfillment.context import real_secrets, run_context, secret_forms, secrets_used
 from pao.fulfillment.definitions import Definitions
 from pao.fulfillment.executors import (
     DEFAULT_REJECTED,
@@ -36,8 +36,8 @@ from pao.fulfillment.executors import (
 from pao.fulfillment.terraform import Interrupted, StalePlan, TerraformError
 from pao.shared.eventstore import EventStore
 from pao.shared.secrets import SecretNotFound, SecretProvider
-from pao.spec.lifecycle import actions_for
-from pao.spec.rendering import RenderError, render_value
+from pao.spec.lifecycle import actions_for, manual_ticket
+from pao.spec.rendering import RenderError, redact_value, render_value
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,8 @@ class Parts:
     environments: dict[str, dict[str, Any]]
     poll_seconds: float | None = None
     default_poll_seconds: float = 60.0
+    #: how long an automated action waits behind an open breaker before it fails for good
+    park_limit_seconds: float = 600.0
 
 
 Then = Callable[[asyncpg.Connection, ledger.Fulfillment], Awaitable[None]]
@@ -77,9 +79,10 @@ def backoff(attempt: int, policy: dict[str, Any]) -> float:
 
 def action_definition(item: dict[str, Any], name: str, kind: str = "create") -> dict[str, Any]:
     """An action a request of `kind` runs; the fallback is the manual ticket that stands in
-    for a failure."""
-    if name == FALLBACK:
-        return {"name": FALLBACK, "type": "jira", "jira": item["fulfillment"]["fallback"]["jira"]}
+    for a failure, and `manual` the same ticket standing in for the item's actions (a request
+    in manual mode)."""
+    if name in (FALLBACK, MANUAL):
+        return manual_ticket(item, name)
     return next(a for a in actions_for(item, kind) if a["name"] == name)
 
 
@@ -118,6 +121,26 @@ async def park(parts: Parts, job: jobs.Job, parked: Parked) -> None:
     await jobs.reschedule(parts.pool, job, delay=parked.wait, error=str(parked))
 
 
+async def park_or_give_up(
+    parts: Parts, job: jobs.Job, definition: dict[str, Any], parked: Parked
+) -> None:
+    """Park an automated action's work, unless it has waited for its system longer than the
+    platform's limit (or the action's own timeout): then it fails for good, and the item's
+    manual fallback, if any, takes over. A ticket's work only waits: a person is behind it."""
+    waited = (datetime.now(UTC) - job.created_at).total_seconds()
+    limit = min(parts.park_limit_seconds, float(definition.get("timeout_seconds") or "inf"))
+    if definition["type"] == "jira" or waited + parked.wait <= limit:
+        await park(parts, job, parked)
+        return
+    error = (
+        f"{parked.system} was unavailable for {waited:.0f} s (its breaker stayed open); "
+        "the action stopped waiting"
+    )
+    log.warning("system unavailable for too long; action failed", system=parked.system)
+    failed = ev.ExecutionFailed(**_about(job), error=error, attempts=job.attempt)
+    await settle(parts, job, failed, finish(job, error))
+
+
 async def execute(parts: Parts, job: jobs.Job) -> None:
     """Render the action's spec and run it once: started, then finished, failed, retried later,
     or waiting on a ticket."""
@@ -134,6 +157,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
     kind = definition["type"]
     names = secrets_used(definition[kind]) | secrets_used(definition.get("when", ""))
     context = run_context(fulfillment, item, system=parts.system, environments=parts.environments)
+    hidden: list[str] = []  # the run's secret values, in every form an answer may echo them
     try:
         if "when" in definition and not render_value(definition["when"], context, "when"):
             skipped = ev.ExecutionSkipped(**_about(job), reason="its condition is false")
@@ -143,6 +167,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
         spec = shown
         if names:
             secrets = await real_secrets(item, names, parts.secrets)
+            hidden = secret_forms(secrets[name] for name in names)
             real = run_context(
                 fulfillment,
                 item,
@@ -164,19 +189,30 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
         await _plan(parts, job, fulfillment, definition, spec, replaces=None)
         return
     executor = parts.executors[kind]
-    key = RunKey(job.request_id, job.action, job.generation, fulfillment.correlation_id)
+    key = RunKey(
+        job.request_id,
+        job.action,
+        job.generation,
+        fulfillment.correlation_id,
+        environment=fulfillment.environment,
+    )
     try:
         async with parts.breakers.guard(executor.system_of(spec)):
             outcome = await executor.run(spec, key)
     except Parked as parked:
-        await park(parts, job, parked)
+        await park_or_give_up(parts, job, definition, parked)
     except ActionError as exc:
-        await _failed_attempt(parts, job, definition, exc)
+        # An API may echo what it was sent: no secret of the run reaches an event or a job row.
+        error = ActionError(
+            redact_value(exc.message, hidden), transient=exc.transient, retry_after=exc.retry_after
+        )
+        await _failed_attempt(parts, job, definition, error)
     else:
         if isinstance(outcome, TicketOpen):
             await _ticket_opened(parts, job, definition, outcome)
         else:
-            done = ev.ExecutionSucceeded(**_about(job), outputs=outcome.outputs)
+            outputs = redact_value(outcome.outputs, hidden)
+            done = ev.ExecutionSucceeded(**_about(job), outputs=outputs)
             await settle(parts, job, done, finish(job))
 
 
@@ -367,7 +403,7 @@ async def _not_run(parts: Parts, job: jobs.Job, definition: dict[str, Any], exc:
     """A Terraform step that did not get to the end: parked behind its breaker, or an attempt
     that failed (retried later if the error may pass)."""
     if isinstance(exc, Parked):
-        await park(parts, job, exc)
+        await park_or_give_up(parts, job, definition, exc)
     elif isinstance(exc, TerraformError):
         error = ActionError(f"Terraform: {exc}", transient=exc.transient)
         await _failed_attempt(parts, job, definition, error)

@@ -1,15 +1,19 @@
-"""Phase 2 routes: browse the catalog, read an item and its form schema, refresh."""
+"""Phase 2 routes: browse the catalog, read an item and its form schema, refresh, switch an
+item's fulfilment mode."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from pao.catalog.modes import switch_mode
 from pao.catalog.refresh import refresh_catalog
 from pao.catalog.sources import SourceError
 from pao.contracts import errors
-from pao.contracts.catalog import CatalogPage, RefreshResult
+from pao.contracts.catalog import CatalogPage, ModeSwitchBody, RefreshResult
+from pao.contracts.commands import SwitchItemMode
 from pao.contracts.errors import ErrorDetail, PaoError
-from pao.gateway.authz import require_platform_role
+from pao.gateway.authz import require_admin_or_owner, require_platform_role
+from pao.gateway.bodies import read_model
 from pao.gateway.params import int_param, text_param
 from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY
 
@@ -62,10 +66,35 @@ async def list_catalog(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/catalog/items/{item_id}")
 async def get_item(request: web.Request) -> web.Response:
-    """One item's whole definition."""
+    """One item's whole definition, and the fulfilment mode new requests of it run in."""
     item = _item(request)
     view = request.app[CATALOG].view
-    return web.json_response({"catalog_version": view.version, "item": item})
+    modes = view.mode_state(item["metadata"]["id"]).model_dump(mode="json", exclude={"changed"})
+    return web.json_response({"catalog_version": view.version, "item": item, "modes": modes})
+
+
+@routes.post("/api/v1/catalog/items/{item_id}/mode")
+async def switch_item_mode(request: web.Request) -> web.Response:
+    """Run new requests of the item in another of its modes (admins and the owning team);
+    requests already made keep theirs."""
+    body = await read_model(request, ModeSwitchBody)
+    identity = request[IDENTITY]
+    parts = request.app[CATALOG]
+    state = await switch_mode(
+        SwitchItemMode(
+            item_id=request.match_info["item_id"],
+            mode=body.mode,
+            reason=body.reason,
+            by=identity.user,
+        ),
+        store=parts.store,
+        view=parts.view,
+        authorize=lambda owner: require_admin_or_owner(
+            identity, owner, "switch the fulfilment mode of this item"
+        ),
+        correlation_id=request[CORRELATION_ID],
+    )
+    return web.json_response(state.model_dump(mode="json"))
 
 
 @routes.get("/api/v1/catalog/items/{item_id}/schema")

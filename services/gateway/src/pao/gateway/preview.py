@@ -141,6 +141,7 @@ def _explain(request: web.Request, body: TestVariablesBody) -> dict[str, Any]:
         inputs=input_fields(item["form"]["schema"]),
         secrets=frozenset(item.get("secrets") or {}),
         outputs={a["name"]: declared_outputs(a) for a in actions[:index]},
+        resource_outputs={a["name"]: declared_outputs(a) for a in actions},
     )
     kind = action["type"]
     templates = [

@@ -72,7 +72,11 @@ async def submit(request: web.Request) -> web.Response:
         )
     requester = requester_of(request[IDENTITY])
     command = SubmitRequest(
-        item_id=body.item_id, inputs=body.inputs, requester=requester, idempotency_key=key
+        item_id=body.item_id,
+        inputs=body.inputs,
+        requester=requester,
+        idempotency_key=key,
+        mode=body.mode,
     )
     outcome = await handlers.earlier_submit(command, store=request.app[STORE])
     settings = request.app[SETTINGS]
@@ -95,6 +99,7 @@ async def submit(request: web.Request) -> web.Response:
             system=system_scope(settings),
             environments=environments(settings),
             expires_at=body.expires_at,
+            catalog_mode=view.mode_of(body.item_id),
         )
     status = "submitted"
     if not outcome.created:

@@ -86,7 +86,12 @@ def _authorizer(request: web.Request):
 
 
 async def _change(
-    request: web.Request, *, kind: str, inputs: dict[str, Any] | None, reason: str | None
+    request: web.Request,
+    *,
+    kind: str,
+    inputs: dict[str, Any] | None,
+    reason: str | None,
+    mode: str | None,
 ) -> web.Response:
     resource = await _visible(request)
     view = request.app[CATALOG].view
@@ -110,6 +115,7 @@ async def _change(
         inputs=inputs if inputs is not None else resource["inputs"],
         requester=requester_of(request[IDENTITY]),
         idempotency_key=f"{kind}:{resource['resource_id']}:{key}" if key else None,
+        mode=mode,
     )
     settings = request.app[SETTINGS]
     outcome = await handlers.earlier_submit(command, store=request.app[STORE])
@@ -127,6 +133,7 @@ async def _change(
             system=system_scope(settings),
             environments=environments(settings),
             reason=reason,
+            catalog_mode=view.mode_of(resource["item_id"]),
         )
     base = f"/api/v1/requests/{outcome.request_id}"
     headers = {"Location": base}
@@ -155,11 +162,13 @@ async def update(request: web.Request) -> web.Response:
     """Change the resource to new inputs (the whole set, checked against the item's form): a
     request of kind update; Terraform plans and applies the resource's workspace again."""
     body = await read_model(request, UpdateResourceBody)
-    return await _change(request, kind="update", inputs=body.inputs, reason=None)
+    return await _change(request, kind="update", inputs=body.inputs, reason=None, mode=body.mode)
 
 
 @routes.post("/api/v1/resources/{resource_id}/decommission")
 async def decommission(request: web.Request) -> web.Response:
     """Remove the resource: a request of kind decommission running the item's teardown."""
     body = await read_model(request, DecommissionBody)
-    return await _change(request, kind="decommission", inputs=None, reason=body.reason)
+    return await _change(
+        request, kind="decommission", inputs=None, reason=body.reason, mode=body.mode
+    )

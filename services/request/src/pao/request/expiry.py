@@ -40,6 +40,18 @@ async def pinned_definition(conn: asyncpg.Pool, item_hash: str) -> dict | None:
     return None if data is None else data["item"]
 
 
+async def switched_mode(conn: asyncpg.Pool, item_id: str) -> str | None:
+    """The mode an operator last switched the item to, from the catalog's stream (None: never);
+    new requests run in it while the item offers it."""
+    data = await conn.fetchval(
+        "SELECT data FROM events WHERE stream_id = 'catalog' "
+        "AND event_type = 'CatalogItemModeSwitched' AND data->>'item_id' = $1 "
+        "ORDER BY global_position DESC LIMIT 1",
+        item_id,
+    )
+    return None if data is None else data["mode"]
+
+
 async def notice(store: EventStore, resource_id: str) -> bool:
     """Tell the owner the resource expires soon (once per expiry time)."""
     state = fold(resource_id, await read_stream(store.pool, stream_of(resource_id)))
@@ -82,6 +94,7 @@ async def decommission(store: EventStore, resource_id: str, *, default_environme
         correlation_id=None,
         authorize=lambda _: None,  # PAO acts on its own resources' expiry
         reason=f"expired at {state.expires_at}",
+        catalog_mode=await switched_mode(store.pool, state.item_id),
     )
     return submitted.request_id
 

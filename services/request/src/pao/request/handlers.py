@@ -32,8 +32,22 @@ from pao.request.resource import fold as fold_resource
 from pao.request.resource import stream_of as resource_stream_of
 from pao.shared.eventstore import ConcurrencyConflict, EventStore
 from pao.spec.forms import input_problems
-from pao.spec.lifecycle import actions_for, applicable_approval, expiry_problem
-from pao.spec.rendering import RenderError, apply_defaults, preview_context, render_actions
+from pao.spec.lifecycle import (
+    actions_for,
+    applicable_approval,
+    effective_mode,
+    expiry_problem,
+    manual_ticket,
+    modes_of,
+    runs_manual_ticket,
+)
+from pao.spec.rendering import (
+    RenderError,
+    apply_defaults,
+    preview_context,
+    render_actions,
+    render_value,
+)
 
 _ATTEMPTS = 5
 
@@ -61,7 +75,8 @@ class Submitted:
 
 
 def _body_hash(cmd: SubmitRequest) -> str:
-    body = json.dumps({"item_id": cmd.item_id, "inputs": cmd.inputs}, sort_keys=True)
+    chosen = {"mode": cmd.mode} if cmd.mode else {}
+    body = json.dumps({"item_id": cmd.item_id, "inputs": cmd.inputs, **chosen}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -107,9 +122,11 @@ def check_inputs(
     system: dict[str, Any] | None = None,
     environments: dict[str, dict[str, Any]] | None = None,
     default_environment: str = "dev",
+    mode: str | None = None,
 ) -> None:
     """Every problem of the inputs at once (form, then a dry render with the platform's settings,
-    as the fulfilment will render); nothing is stored."""
+    as the fulfilment will render, the manual ticket too when the request runs it); nothing is
+    stored."""
     problems = input_problems(item["form"]["schema"], inputs)
     if problems:
         raise PaoError(
@@ -117,24 +134,40 @@ def check_inputs(
             f"{len(problems)} problem(s) in the inputs",
             details=[ErrorDetail(field=p.pointer, message=p.message) for p in problems],
         )
+    context = preview_context(
+        item,
+        inputs,
+        user=requester.model_dump(),
+        system=system,
+        environments=environments,
+        default_environment=default_environment,
+    )
     try:
-        render_actions(
-            item,
-            preview_context(
-                item,
-                inputs,
-                user=requester.model_dump(),
-                system=system,
-                environments=environments,
-                default_environment=default_environment,
-            ),
-        )
+        render_actions(item, context)
+        if runs_manual_ticket(item, mode):
+            render_value(manual_ticket(item)["jira"], context, "/fulfillment/fallback/jira")
     except RenderError as exc:
         raise PaoError(
             errors.INVALID_INPUT,
             f"the inputs cannot be used by the item: {exc.message}",
             details=[ErrorDetail(field=exc.where, message=exc.message)],
         ) from exc
+
+
+def mode_for(cmd: SubmitRequest, item: dict[str, Any], catalog_mode: str | None) -> str:
+    """The mode a new request runs in: the requester's choice among the item's modes, else the
+    mode the catalog runs the item in now (an operator's switch, or the item's default)."""
+    if cmd.mode is None:
+        return effective_mode(item, catalog_mode)
+    offered = modes_of(item)
+    if cmd.mode not in offered:
+        raise PaoError(
+            errors.MODE_NOT_OFFERED,
+            f"{cmd.item_id} does not offer mode {cmd.mode}; it offers {', '.join(offered)}",
+            details=[ErrorDetail(field="/mode", message=f"one of: {', '.join(offered)}")],
+            suggestion=f"Use one of: {', '.join(offered)} (or leave mode out).",
+        )
+    return cmd.mode
 
 
 def _approval(policy: dict[str, Any] | None, *, environment: str, kind: str):
@@ -150,11 +183,13 @@ def _submission(
     default_environment: str,
     kind: str,
     resource_id: str,
+    mode: str,
     expires_at: str | None = None,
     reason: str | None = None,
+    resource_outputs: dict[str, dict[str, Any]] | None = None,
 ) -> ev.RequestSubmitted:
-    """The RequestSubmitted of a new request of `kind`: its actions and the approvals that
-    apply to them in its environment."""
+    """The RequestSubmitted of a new request of `kind` in `mode`: its actions and the approvals
+    that apply to them in its environment. The manual ticket of manual mode has no fallback."""
     metadata, fulfillment = item["metadata"], item["fulfillment"]
     resolved = apply_defaults(item["form"]["schema"], cmd.inputs)
     environment = str(resolved.get("environment") or default_environment)
@@ -171,9 +206,10 @@ def _submission(
                 type=a["type"],
                 approval=_approval(a.get("approval"), environment=environment, kind=kind),
             )
-            for a in actions_for(item, kind)
+            for a in actions_for(item, kind, mode)
         ],
-        manual_fallback=(fulfillment.get("fallback") or {}).get("strategy") == "manual",
+        manual_fallback=(fulfillment.get("fallback") or {}).get("strategy") == "manual"
+        and not runs_manual_ticket(item, mode),
         inputs=cmd.inputs,
         resolved_inputs=resolved,
         environment=environment,
@@ -184,6 +220,8 @@ def _submission(
         approval=_approval(fulfillment.get("approval"), environment=environment, kind=kind),
         expires_at=expires_at,
         reason=reason,
+        mode=mode,  # type: ignore[arg-type]
+        resource_outputs=resource_outputs or {},
     )
 
 
@@ -210,9 +248,12 @@ async def submit_request(
     system: dict[str, Any] | None = None,
     environments: dict[str, dict[str, Any]] | None = None,
     expires_at: datetime | None = None,
+    catalog_mode: str | None = None,
 ) -> Submitted:
     """Validate, then record RequestSubmitted (once per Idempotency-Key and requester); the
-    request creates a new resource."""
+    request creates a new resource. `catalog_mode` is the mode the catalog runs the item in
+    now (None: its default), used unless the requester chose one."""
+    mode = mode_for(cmd, item, catalog_mode)
     check_inputs(
         item,
         cmd.inputs,
@@ -220,6 +261,7 @@ async def submit_request(
         system=system,
         environments=environments,
         default_environment=default_environment,
+        mode=mode,
     )
     event = _submission(
         cmd,
@@ -228,6 +270,7 @@ async def submit_request(
         default_environment=default_environment,
         kind="create",
         resource_id=str(uuid.uuid4()),
+        mode=mode,
         expires_at=check_expiry(item, expires_at),
     )
     request_id = event.request_id
@@ -290,10 +333,14 @@ async def change_resource(
     system: dict[str, Any] | None = None,
     environments: dict[str, dict[str, Any]] | None = None,
     reason: str | None = None,
+    catalog_mode: str | None = None,
 ) -> Submitted:
     """Start an update (new inputs) or a decommission of a resource: a request of its own,
     recorded in one transaction with the resource's move to updating or decommissioning (at
-    the resource's version, so two changes cannot start at once)."""
+    the resource's version, so two changes cannot start at once). It runs in the mode the
+    requester chose, else in `catalog_mode`, and carries what the resource's earlier requests
+    recorded (`resource_outputs`) for its templates."""
+    mode = mode_for(cmd, item, catalog_mode)
     for _ in range(_ATTEMPTS):
         resource = await load_resource(store, resource_id)
         authorize(Ownership(resource_id, resource.owner, resource.owner_team))
@@ -312,6 +359,7 @@ async def change_resource(
             system=system,
             environments=environments,
             default_environment=resource.environment,
+            mode=mode,
         )
         event = _submission(
             cmd,
@@ -320,7 +368,9 @@ async def change_resource(
             default_environment=resource.environment,
             kind=kind,
             resource_id=resource_id,
+            mode=mode,
             reason=reason,
+            resource_outputs=resource.outputs,
         )
         try:
             moved = decide_change(

@@ -187,6 +187,9 @@ async def _get_request(pool: asyncpg.Connection, request_id: str) -> dict[str, A
     )
     out = _summary(row)
     state = _state_of(out.pop("state"))
+    # The mode the request runs in (None for a request made before modes were recorded: its
+    # item's default).
+    out["mode"] = state.submitted.mode if state and state.submitted else None
     out["approval"] = approval_view(state.approvals[-1]) if state and state.approvals else None
     out["has_plan"] = bool(state and state.plans)
     details = out.pop("details") or {}

@@ -44,6 +44,7 @@ class ResourceState:
     owner: str = ""
     environment: str = ""
     inputs: dict[str, Any] = field(default_factory=dict)
+    #: the latest outputs each action recorded in the resource's requests
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     expires_at: str | None = None
     expiry_noticed: str | None = None
@@ -83,7 +84,10 @@ class ResourceState:
             case ev.ResourceResumed():
                 self.state, self.note = event.state, None
             case ev.ResourceActivated():
-                self.inputs, self.outputs = event.inputs, event.outputs
+                # Outputs accumulate by action: an update that skips an action, or that ran
+                # as a manual ticket, leaves what the action recorded before (a teardown
+                # needs the id the create was given).
+                self.inputs, self.outputs = event.inputs, {**self.outputs, **event.outputs}
                 self.item_version, self.note = event.item_version, None
             case ev.ResourceFailed():
                 self.note = event.note or event.error
