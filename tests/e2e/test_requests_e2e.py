@@ -208,7 +208,9 @@ async def test_each_item_is_requested_worked_in_jira_and_completed(
 ) -> None:
     inputs = tmp_path / "inputs.yaml"
     inputs.write_text(yaml.safe_dump(ITEMS[item]))
-    submitted = devctl(pao, "-o", "json", "request", "submit", item, "--inputs", str(inputs))
+    submitted = devctl(
+        pao, "-o", "json", "request", "submit", item, "--inputs", str(inputs), "--mode", "manual"
+    )
     assert submitted.returncode == 0, submitted.stderr
     request_id = json.loads(submitted.stdout)["request_id"]
 

@@ -4,27 +4,18 @@ never the requester's, and nothing is applied before it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
-import signal
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
-import yaml
 
-from conftest import BIN, REPO
-from pao.devctl.profiles import Profile, save_profile
-from pao.devstack.ports import free_port
+from support.upstack import Person, UpStack, pao_up
 
 pytestmark = [
     pytest.mark.e2e,
@@ -35,92 +26,27 @@ pytestmark = [
     ),
 ]
 
-APPROVER_KEY = "PAOAPPROVERKEY000001"
-APPROVER_SECRET = "approver-secret-for-tests"
-
-
-@dataclass
-class Stack:
-    info: dict[str, Any]
-    env: dict[str, str]
-    log: Path
+APPROVER = Person(
+    "approver", "omar", ("team-data",), "PAOAPPROVERKEY000001", "approver-secret-for-tests"
+)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("pao-resources")
-    keys = tmp / "keys.yaml"
-    keys.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "access_key_id": APPROVER_KEY,
-                    "secret_access_key": APPROVER_SECRET,
-                    "user": "omar",
-                    "teams": ["team-data"],
-                }
-            ]
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAO_", "AWS_"))}
-    env |= {
-        "PAO_CONFIG_FILE": str(tmp / "devctl.yaml"),
-        "PAO_LOG_FORMAT": "json",
-        "PAO_KEYS_FILE": str(keys),
-        "COLUMNS": "200",
-    }
-    log_path = tmp / "pao-up.log"
-    log = log_path.open("wb")
-    up = subprocess.Popen(
-        [str(BIN / "pao"), "up", "--port", str(free_port()), "--data-dir", str(tmp / "state")],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    stack_file = tmp / "state" / "stack.json"
-    deadline = time.monotonic() + 90
-    while not stack_file.exists():
-        assert up.poll() is None, log_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, "pao up did not come up"
-        await asyncio.sleep(0.2)
-    info = json.loads(stack_file.read_text())
-    save_profile(
-        "approver",
-        Profile(
-            endpoint=info["gateway"],
-            region="us-east-1",
-            access_key_id=APPROVER_KEY,
-            secret_access_key=APPROVER_SECRET,
-        ),
-        make_default=False,
-        path=tmp / "devctl.yaml",
-    )
-    try:
-        yield Stack(info, env, log_path)
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(timeout=60)
-        log.close()
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UpStack]:
+    async with pao_up(tmp_path_factory.mktemp("pao-resources"), people=(APPROVER,)) as up:
+        yield up
 
 
-def devctl(stack: Stack, *args: str, profile: str = "local", timeout: float = 180) -> Any:
-    return subprocess.run(
-        [str(BIN / "devctl"), "--profile", profile, *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+def devctl(stack: UpStack, *args: str, profile: str = "local") -> Any:
+    return stack.devctl(*args, profile=profile)
 
 
-def json_of(done: subprocess.CompletedProcess[str], stack: Stack) -> Any:
-    assert done.returncode == 0, f"{done.stderr}\n{stack.log.read_text()[-4000:]}"
+def json_of(done: subprocess.CompletedProcess[str], stack: UpStack) -> Any:
+    assert done.returncode == 0, f"{done.stderr}\n{stack.log_tail()}"
     return json.loads(done.stdout)
 
 
-async def database(stack: Stack, name: str) -> asyncpg.Record | None:
+async def database(stack: UpStack, name: str) -> asyncpg.Record | None:
     conn = await asyncpg.connect(stack.info["database"])
     try:
         return await conn.fetchrow(
@@ -132,7 +58,7 @@ async def database(stack: Stack, name: str) -> asyncpg.Record | None:
         await conn.close()
 
 
-def submit(stack: Stack, db_name: str, environment: str, *extra: str) -> dict[str, Any]:
+def submit(stack: UpStack, db_name: str, environment: str, *extra: str) -> dict[str, Any]:
     return json_of(
         devctl(
             stack,
@@ -153,18 +79,11 @@ def submit(stack: Stack, db_name: str, environment: str, *extra: str) -> dict[st
     )
 
 
-async def status(stack: Stack, request_id: str, wanted: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = json_of(devctl(stack, "-o", "json", "request", "status", request_id), stack)
-        if found["status"] == wanted:
-            return found
-        assert found["status"] not in ("completed", "failed", "aborted"), found
-        assert time.monotonic() < deadline, f"{request_id} is {found['status']}, not {wanted}"
-        await asyncio.sleep(0.5)
+async def status(stack: UpStack, request_id: str, wanted: str) -> dict:
+    return await stack.status(request_id, wanted)
 
 
-async def test_a_database_is_created_changed_in_place_and_dropped(stack: Stack) -> None:
+async def test_a_database_is_created_changed_in_place_and_dropped(stack: UpStack) -> None:
     name = f"shop_{uuid.uuid4().hex[:8]}"
     created = submit(stack, name, "dev", "--set", "connection_limit=25", "--wait")
     assert created["status"] == "completed", created
@@ -234,7 +153,7 @@ async def test_a_database_is_created_changed_in_place_and_dropped(stack: Stack) 
     assert "PAO-RES-002" in refused.stderr
 
 
-async def test_production_waits_for_the_data_team_and_a_rejection_ends_it(stack: Stack) -> None:
+async def test_production_waits_for_the_data_team_and_a_rejection_ends_it(stack: UpStack) -> None:
     name = f"orders_{uuid.uuid4().hex[:8]}"
     submitted = submit(stack, name, "prod", "--set", "connection_limit=20")
     request_id = submitted["request_id"]

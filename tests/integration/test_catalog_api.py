@@ -36,29 +36,39 @@ async def failure(gateway: str, method: str, path: str, **kwargs: Any) -> CliErr
 
 async def test_the_catalog_lists_every_item_with_its_version(gateway: str) -> None:
     page = await api(gateway, "GET", "/catalog")
-    assert page["total"] == 4
+    assert page["total"] == 11
     assert [i["id"] for i in page["items"]] == [
+        "dns-zone",
+        "ecr-repository",
         "eks-application",
+        "iam-role",
+        "log-group",
         "parameterstore-standard",
         "postgresql-rds",
         "postgresql-standard",
+        "s3-bucket",
+        "sns-topic",
+        "sqs-queue",
     ]
     assert page["catalog_version"]
-    eks = page["items"][0]
+    eks = page["items"][2]
     assert eks["owner"] == "team-compute"
-    assert eks["mode"] == "manual"
+    assert eks["mode"] == "automated"
+    rds = page["items"][6]
+    assert rds["mode"] == "manual"
 
 
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
         ({"category": "databases"}, ["postgresql-rds", "postgresql-standard"]),
-        ({"tag": "automated"}, ["postgresql-standard"]),
-        ({"owner": "team-security"}, ["parameterstore-standard"]),
+        ({"tag": "sqs"}, ["sqs-queue"]),
+        ({"owner": "team-security"}, ["iam-role", "parameterstore-standard"]),
         ({"tag": "kubernetes"}, ["eks-application"]),
         ({"q": "multi-az"}, ["postgresql-rds"]),
-        ({"limit": 1, "offset": 1}, ["parameterstore-standard"]),
-        ({"category": "networking"}, []),
+        ({"limit": 1, "offset": 1}, ["ecr-repository"]),
+        ({"category": "networking"}, ["dns-zone"]),
+        ({"category": "networking", "tag": "kubernetes"}, []),
     ],
 )
 async def test_filters_and_paging(gateway: str, params: dict, expected: list[str]) -> None:

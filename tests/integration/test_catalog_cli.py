@@ -53,7 +53,7 @@ async def test_validate_catalog_passes_valid_files() -> None:
         FIXTURES / "valid" / "example-catalog-item.yaml",
     )
     assert code == 0, err
-    assert out.count(": valid") == 2
+    assert out.count(": valid") == 3
 
 
 async def test_validate_catalog_stops_at_the_first_invalid_file_with_file_and_line() -> None:
@@ -71,7 +71,7 @@ async def test_validate_catalog_stops_at_the_first_invalid_file_with_file_and_li
 async def test_validate_all_checks_the_whole_catalog_and_fixture_catalogs() -> None:
     code, out, err = await run(SCRIPTS / "validate-all.sh")
     assert code == 0, err
-    assert "4 item(s), 1 bundle(s), all valid" in out
+    assert "11 item(s), 1 bundle(s), all valid" in out
     code, _, err = await run(SCRIPTS / "validate-all.sh", FIXTURES / "invalid" / "duplicate-id")
     assert code == 1
     assert "[duplicate-id" in err
@@ -103,8 +103,8 @@ async def test_test_template_renders_an_item_from_its_example_or_given_inputs(
     )
     code, out, err = await run(SCRIPTS / "test-template.sh", "eks-application", inputs)
     assert code == 0, err
-    assert "EKS application shop in prod" in out
-    assert '"priority": "High"' in out
+    assert '"url": "/clusters/platform-prod/fargate-profiles"' in out
+    assert '"namespace": "shop"' in out
 
 
 async def test_validate_changed_checks_only_changed_files_and_requires_a_bump(
@@ -153,7 +153,7 @@ async def test_devctl_catalog_list_get_and_schema(gateway: str, tmp_path: Path) 
     env = profile(tmp_path, gateway)
     code, out, err = await run(BIN / "devctl", "catalog", "list", env=env)
     assert code == 0, err
-    assert "4 of 4 item(s)" in out
+    assert "11 of 11 item(s)" in out
     assert "postgresql-rds" in out
     code, out, err = await run(
         BIN / "devctl", "-o", "json", "catalog", "list", "--owner", "team-data", env=env
@@ -162,7 +162,7 @@ async def test_devctl_catalog_list_get_and_schema(gateway: str, tmp_path: Path) 
     code, out, err = await run(BIN / "devctl", "catalog", "get", "eks-application", env=env)
     assert code == 0, err
     assert "container_image" in out
-    assert "create_ticket" in out
+    assert "fargate_profile" in out
     code, out, _ = await run(
         BIN / "devctl", "catalog", "get", "eks-application", "--schema", env=env
     )

@@ -163,7 +163,7 @@ async def test_a_signed_push_makes_a_new_item_visible_on_every_instance(
 ) -> None:
     first, second = instances
     before = await catalog_of(first.url)
-    assert before["total"] == 4
+    assert before["total"] == 11
 
     status, body = await webhook(first.url, "ping", {"zen": "Keep it logically awesome."})
     assert (status, body["event"]) == (200, "ping")
@@ -179,7 +179,7 @@ async def test_a_signed_push_makes_a_new_item_visible_on_every_instance(
     assert body["revision"] == revision
 
     after = await catalog_of(first.url)
-    assert after["total"] == 5
+    assert after["total"] == 12
     assert after["catalog_version"] == body["catalog_version"] != before["catalog_version"]
 
     async def second_caught_up() -> bool:
@@ -202,7 +202,7 @@ async def test_a_broken_push_keeps_the_old_catalog_and_reports_the_error(
     assert status == 422
     assert body["error"]["code"] == "PAO-CAT-002"
     detail = body["error"]["details"][0]
-    assert detail["field"].startswith("compute/eks-application.yaml#/fulfillment/actions/0")
+    assert detail["field"].startswith("compute/eks-application.yaml#/fulfillment/fallback/jira")
     assert "inputs.app_nam is not a field" in detail["message"]
     assert detail["line"]
     assert (await catalog_of(first.url))["catalog_version"] == before["catalog_version"]
@@ -222,7 +222,7 @@ async def test_a_bad_signature_is_refused_and_changes_nothing(
     assert status == 401
     assert body["error"]["code"] == "PAO-CAT-005"
     assert first.parts.view.stream_version == version
-    assert (await catalog_of(first.url))["total"] == 4
+    assert (await catalog_of(first.url))["total"] == 11
 
 
 async def test_pushes_to_other_branches_are_ignored(

@@ -44,10 +44,12 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("git") is None, reason="git is not on PATH"),
 ]
 
-ITEM = "parameterstore-standard"
-ITEM_FILE = "security/parameterstore-standard.yaml"
+ITEM = "parameter-record"
+ITEM_FILE = "security/parameter-record.yaml"
 ACTION = "create_parameter"
 LOCAL = "modules/parameterstore"
+#: An item whose one action runs the catalog's parameterstore module (built-in resources only).
+ITEM_TEXT = (REPO / "tests" / "fixtures" / "items" / "parameter-record.yaml").read_text()
 needs_terraform = pytest.mark.skipif(
     shutil.which("terraform") is None, reason="terraform is not on PATH"
 )
@@ -86,6 +88,7 @@ def catalog(tmp_path: Path) -> Path:
         root,
         ignore=shutil.ignore_patterns("tests", "__pycache__", ".terraform", "*.tfstate*"),
     )
+    (root / ITEM_FILE).write_text(ITEM_TEXT)
     return root
 
 
@@ -132,8 +135,9 @@ def use_module(catalog: Path, source: str) -> None:
 
 def only_the_item(catalog: Path) -> None:
     """Leave the catalog with the parameter item alone (and its module folder)."""
-    for folder in ("compute", "databases", "bundles"):
-        shutil.rmtree(catalog / folder)
+    for path in catalog.glob("*/*.yaml"):
+        if path.parent.name not in ("schema", "templates") and path != catalog / ITEM_FILE:
+            path.unlink()
 
 
 async def publish(

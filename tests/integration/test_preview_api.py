@@ -36,12 +36,14 @@ async def test_a_valid_request_renders_every_action(gateway: str) -> None:
         gateway, "/validate/request", {"item_id": "eks-application", "inputs": EKS_INPUTS}
     )
     assert answer["valid"] is True
-    jira = answer["actions"][0]
-    assert jira["name"] == "create_ticket"
-    assert jira["spec"]["summary"] == "EKS application orders-api in prod"
-    assert jira["spec"]["priority"] == "High"
-    assert "https://orders.example.com" in jira["spec"]["description"]
-    assert "dana" in jira["spec"]["description"]  # the caller is the user scope
+    assert [a["name"] for a in answer["actions"]] == ["pod_role", "fargate_profile"]
+    role, profile = (a["spec"] for a in answer["actions"])
+    assert role["form"]["RoleName"] == "eks-orders-api-prod-pods"
+    assert profile["url"] == "/clusters/platform-prod/fargate-profiles"
+    assert profile["body"]["selectors"] == [{"namespace": "orders-api"}]
+    assert profile["body"]["tags"]["ingress"] == "orders.example.com"
+    # an earlier action's output is a placeholder until it runs
+    assert profile["body"]["podExecutionRoleArn"] == "<pod_role.role_arn>"
 
 
 async def test_every_problem_comes_back_at_once_with_pointers(gateway: str) -> None:
@@ -60,6 +62,29 @@ async def test_typed_terraform_variables_and_masked_outputs(gateway: str) -> Non
         gateway,
         "/validate/request",
         {
+            "item_id": "postgresql-standard",
+            "inputs": {
+                "db_name": "orders",
+                "environment": "prod",
+                "connection_limit": 200,
+                "owner_email": "orders@example.com",
+            },
+        },
+    )
+    assert answer["valid"] is True, answer
+    terraform = answer["actions"][0]["spec"]
+    assert terraform["variables"]["connection_limit"] == 200  # a number stays a number
+    assert terraform["variables"]["labels"]["environment"] == "prod"
+    assert terraform["variables"]["labels"]["requested_by"] == "dana"  # the caller's scope
+
+
+async def test_an_action_whose_condition_is_false_is_shown_but_not_rendered(
+    gateway: str,
+) -> None:
+    answer = await post(
+        gateway,
+        "/validate/request",
+        {
             "item_id": "parameterstore-standard",
             "inputs": {
                 "application": "orders-api",
@@ -71,9 +96,11 @@ async def test_typed_terraform_variables_and_masked_outputs(gateway: str) -> Non
         },
     )
     assert answer["valid"] is True, answer
-    terraform = answer["actions"][0]["spec"]
-    assert terraform["variables"]["name"] == "/orders-api/prod/stripe_key"
-    assert terraform["variables"]["tags"]["environment"] == "prod"
+    plain, secure, _ = answer["actions"]
+    assert (plain["name"], plain["run"], plain["spec"]) == ("put_parameter", False, None)
+    assert secure["run"] is True
+    assert secure["spec"]["body"]["KeyId"] == "alias/orders"
+    assert secure["spec"]["body"]["Overwrite"] is False
 
 
 async def test_an_unknown_item_or_a_bad_body_is_named(gateway: str) -> None:
@@ -164,7 +191,7 @@ async def test_variables_for_an_item_action_check_declarations(gateway: str) -> 
         "/test/variables",
         {
             "item_id": "parameterstore-standard",
-            "action": "create_parameter",
+            "action": "put_parameter",
             "context": {
                 "inputs": {
                     "application": "shop",
@@ -176,9 +203,9 @@ async def test_variables_for_an_item_action_check_declarations(gateway: str) -> 
             },
         },
     )
-    assert answer["type"] == "terraform"
-    assert answer["rendered"]["workspace"] == "shop-dev"
-    name = next(t for t in answer["templates"] if t["field"].endswith("/variables/name"))
+    assert answer["type"] == "rest"
+    assert answer["rendered"]["body"]["Name"] == "/shop/dev/flags"
+    name = next(t for t in answer["templates"] if t["field"].endswith("/body/Name"))
     assert name["resolve"]["ok"] is True
 
 

@@ -104,7 +104,8 @@ async def test_interactive_preview_asks_each_visible_field_and_writes_inputs(
     )
     assert code == 0, err
     assert "the request is valid" in out
-    assert "create_ticket (jira): runs" in out
+    assert "pod_role (rest): runs" in out
+    assert "fargate_profile (rest): runs" in out
 
 
 async def test_validate_request_lists_every_problem_and_exits_1(

@@ -120,8 +120,16 @@ async def submit(stack: Stack, item: str, inputs: dict[str, Any], **kwargs: Any)
 async def test_a_request_opens_a_ticket_and_completes_when_it_is_done(
     stack: Stack, jira: JiraClient
 ) -> None:
-    request_id = await submit(stack, "eks-application", EKS)
+    # The compute team's onboarding ticket: the item's manual mode, chosen by the requester.
+    answer = await api(
+        stack,
+        "POST",
+        "/requests",
+        body={"item_id": "eks-application", "inputs": EKS, "mode": "manual"},
+    )
+    request_id = answer["request_id"]
     waiting = await status_becomes(stack, request_id, "awaiting_manual")
+    assert waiting["actions"][0]["name"] == "manual"
     outputs = waiting["actions"][0]["outputs"]
     issue = await jira.get_issue(outputs["key"])
     assert issue.summary == "EKS application orders-api in prod"
@@ -136,7 +144,8 @@ async def test_a_request_opens_a_ticket_and_completes_when_it_is_done(
     assert done["actions"][0]["outputs"]["key"] == issue.key
 
     full = await api(stack, "GET", f"/requests/{request_id}")
-    assert full["item_version"] == "1.0.0"
+    assert full["item_version"] == "2.0.0"
+    assert full["mode"] == "manual"
     assert full["inputs"]["cpu"] == "500m"  # defaults are pinned with the request
     logs = await api(stack, "GET", f"/requests/{request_id}/logs")
     kinds = [e["event_type"] for e in logs["entries"]]

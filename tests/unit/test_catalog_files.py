@@ -35,12 +35,40 @@ def test_the_catalog_is_valid_as_a_whole() -> None:
     assert report.valid, [p.format() for p in report.problems]
     assert report.snapshot is not None
     assert set(report.snapshot.items) == {
+        "dns-zone",
+        "ecr-repository",
         "eks-application",
+        "iam-role",
+        "log-group",
+        "parameterstore-standard",
         "postgresql-rds",
         "postgresql-standard",
-        "parameterstore-standard",
+        "s3-bucket",
+        "sns-topic",
+        "sqs-queue",
     }
     assert set(report.snapshot.bundles) == {"service-starter"}
+
+
+def test_ten_automated_items_in_six_categories_each_with_a_manual_way_and_a_teardown() -> None:
+    report = validate_catalog(read_directory(CATALOG))
+    assert report.snapshot is not None
+    automated = {
+        item_id: item
+        for item_id, item in report.snapshot.items.items()
+        if item["fulfillment"]["mode"] == "automated"
+    }
+    assert len(automated) >= 10
+    assert len({i["metadata"]["category"] for i in automated.values()}) >= 6
+    for item_id, item in automated.items():
+        fulfillment = item["fulfillment"]
+        assert fulfillment["modes"] == ["automated", "manual"], item_id
+        assert fulfillment["fallback"]["strategy"] == "manual", item_id
+        assert fulfillment["fallback"]["jira"]["project"], item_id
+        metadata = item["metadata"]
+        assert metadata["support"], item_id
+        terraform = any(a["type"] == "terraform" for a in fulfillment["actions"])
+        assert terraform or item["lifecycle"]["teardown"], item_id
 
 
 @pytest.mark.parametrize("path", sorted(CATALOG.glob("templates/*.yaml")), ids=lambda p: p.name)
