@@ -17,6 +17,7 @@ for script in (
     "render.py",
     "request_flow.py",
     "provisioning.py",
+    "rest_actions.py",
 ):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)
