@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from pao.contracts import errors
+from pao.contracts.errors import ErrorDetail, PaoError
 from pao.contracts.events import FALLBACK, MANUAL
 
 KINDS = ("create", "update", "decommission")
@@ -36,6 +38,20 @@ def modes_of(item: Mapping[str, Any]) -> list[str]:
     """The modes an item may run in: its `modes`, else its one `mode`."""
     fulfillment = item["fulfillment"]
     return list(fulfillment.get("modes") or [fulfillment["mode"]])
+
+
+def check_mode(item: Mapping[str, Any], mode: str) -> str:
+    """`mode`, if the item offers it; else the error naming the modes it does offer."""
+    offered = modes_of(item)
+    if mode not in offered:
+        choices = ", ".join(offered)
+        raise PaoError(
+            errors.MODE_NOT_OFFERED,
+            f"{item['metadata']['id']} does not offer mode {mode}; it offers {choices}",
+            details=[ErrorDetail(field="/mode", message=f"one of: {choices}")],
+            suggestion=f"Use one of: {choices}.",
+        )
+    return mode
 
 
 def default_mode(item: Mapping[str, Any]) -> str:

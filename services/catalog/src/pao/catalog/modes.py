@@ -18,7 +18,7 @@ from pao.contracts.catalog import ModeState
 from pao.contracts.commands import SwitchItemMode
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.shared.eventstore import ConcurrencyConflict, EventStore
-from pao.spec.lifecycle import modes_of
+from pao.spec.lifecycle import check_mode
 
 log = structlog.get_logger(__name__)
 
@@ -48,14 +48,7 @@ async def switch_mode(
                 details=[ErrorDetail(field="item_id", message=cmd.item_id)],
             )
         authorize(item["metadata"]["owner"])
-        offered = modes_of(item)
-        if cmd.mode not in offered:
-            raise PaoError(
-                errors.MODE_NOT_OFFERED,
-                f"{cmd.item_id} does not offer mode {cmd.mode}; it offers {', '.join(offered)}",
-                details=[ErrorDetail(field="/mode", message=f"one of: {', '.join(offered)}")],
-                suggestion=f"Use one of: {', '.join(offered)}.",
-            )
+        check_mode(item, cmd.mode)
         current = view.mode_of(cmd.item_id)
         if cmd.mode == current:
             return view.mode_state(cmd.item_id, changed=False)

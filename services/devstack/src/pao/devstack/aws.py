@@ -17,13 +17,10 @@ import io
 import json
 import os
 import sys
-import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from pao.devstack.ports import free_port
 from pao.devstack.processes import ChildProcess
@@ -124,25 +121,8 @@ class EmbeddedAws:
         """Start the server and wait until `GET /moto-api/` answers (it is not an AWS call, so
         it does not use up an unchecked one)."""
         self._child.start()
-        deadline = time.monotonic() + timeout
-        probe = f"{self.endpoint_url}/moto-api/"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while True:
-                if not self._child.running:
-                    raise RuntimeError(f"moto exited at start:\n{self._child.log_tail()}")
-                try:
-                    async with session.get(probe) as response:
-                        if response.status == 200:
-                            return self.endpoint_url
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    await self.stop()
-                    raise RuntimeError(
-                        f"moto did not answer on {self.endpoint_url} within {timeout:.0f} s:\n"
-                        f"{self._child.log_tail()}"
-                    )
-                await asyncio.sleep(0.1)
+        await self._child.answering(f"{self.endpoint_url}/moto-api/", timeout)
+        return self.endpoint_url
 
     async def bootstrap(self, directory: Path) -> AwsIdentity:
         """Create the provisioner user, its key and the provisioning role; write the key to

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import aiohttp
 
 from pao.devstack.ports import free_port
 from pao.devstack.processes import ChildProcess
@@ -61,25 +57,8 @@ class EmbeddedJira:
     async def start(self, timeout: float = 30.0) -> str:
         """Start the server and wait until it answers `GET /rest/api/2/serverInfo`."""
         self._child.start()
-        deadline = time.monotonic() + timeout
-        probe = f"{self.base_url}/rest/api/2/serverInfo"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while True:
-                if not self._child.running:
-                    raise RuntimeError(f"jira exited at start:\n{self._child.log_tail()}")
-                try:
-                    async with session.get(probe) as response:
-                        if response.status == 200:
-                            return self.base_url
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    await self.stop()
-                    raise RuntimeError(
-                        f"jira did not answer on {self.base_url} within {timeout:.0f} s:\n"
-                        f"{self._child.log_tail()}"
-                    )
-                await asyncio.sleep(0.1)
+        await self._child.answering(f"{self.base_url}/rest/api/2/serverInfo", timeout)
+        return self.base_url
 
     async def stop(self) -> None:
         await self._child.stop()

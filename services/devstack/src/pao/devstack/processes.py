@@ -9,9 +9,12 @@ import os
 import pwd
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import aiohttp
 
 _PR_SET_PDEATHSIG = 1
 
@@ -75,6 +78,28 @@ class ChildProcess:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+    async def answering(self, probe: str, timeout: float = 30.0) -> None:
+        """Wait until `GET probe` answers 200; a child that exits, or is not answering within
+        `timeout`, is stopped and the error carries the end of its log."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                if not self.running:
+                    raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
+                try:
+                    async with session.get(probe) as response:
+                        if response.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise RuntimeError(
+                        f"{self.name} did not answer {probe} within {timeout:.0f} s:\n"
+                        f"{self.log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
 
     async def kill(self) -> None:
         """Kill the child and everything it started at once (SIGKILL to its process group), as

@@ -35,10 +35,10 @@ from pao.spec.forms import input_problems
 from pao.spec.lifecycle import (
     actions_for,
     applicable_approval,
+    check_mode,
     effective_mode,
     expiry_problem,
     manual_ticket,
-    modes_of,
     runs_manual_ticket,
 )
 from pao.spec.rendering import (
@@ -159,15 +159,7 @@ def mode_for(cmd: SubmitRequest, item: dict[str, Any], catalog_mode: str | None)
     mode the catalog runs the item in now (an operator's switch, or the item's default)."""
     if cmd.mode is None:
         return effective_mode(item, catalog_mode)
-    offered = modes_of(item)
-    if cmd.mode not in offered:
-        raise PaoError(
-            errors.MODE_NOT_OFFERED,
-            f"{cmd.item_id} does not offer mode {cmd.mode}; it offers {', '.join(offered)}",
-            details=[ErrorDetail(field="/mode", message=f"one of: {', '.join(offered)}")],
-            suggestion=f"Use one of: {', '.join(offered)} (or leave mode out).",
-        )
-    return cmd.mode
+    return check_mode(item, cmd.mode)
 
 
 def _approval(policy: dict[str, Any] | None, *, environment: str, kind: str):
