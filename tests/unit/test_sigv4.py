@@ -14,7 +14,7 @@ from pao.contracts import errors
 from pao.contracts.errors import PaoError
 from pao.devctl.client import Target, sign
 from pao.shared.keystore import KeyEntry, KeyStore
-from pao.shared.sigv4 import SignedRequest, verify
+from pao.shared.sigv4 import SignedRequest, check_authorization, verify
 
 KEY_ID = "PAOTESTKEY0000000001"
 SECRET = "s3cr3t-for-tests-only"
@@ -142,8 +142,70 @@ def test_a_wrong_secret_breaks_the_signature(keys: KeyStore) -> None:
     assert rejected(signed(secret="not-the-secret"), keys) == errors.AUTH_SIGNATURE_MISMATCH.code
 
 
-def test_an_unknown_key_is_refused(keys: KeyStore) -> None:
-    assert rejected(signed(key_id="PAONOBODY00000000000"), keys) == errors.AUTH_UNKNOWN_KEY.code
+def refusal(request: SignedRequest, keys: KeyStore) -> tuple[str, str, str]:
+    with pytest.raises(PaoError) as caught:
+        verify(request, keys, region="us-east-1")
+    return caught.value.code.code, caught.value.message, caught.value.suggestion
+
+
+def test_an_unknown_key_is_answered_exactly_as_a_wrong_signature(keys: KeyStore) -> None:
+    unknown = refusal(signed(key_id="PAONOBODY00000000000"), keys)
+    assert unknown == refusal(signed(secret="not-the-secret"), keys)
+    assert unknown[0] == errors.AUTH_SIGNATURE_MISMATCH.code
+    assert "PAONOBODY" not in unknown[1]
+
+
+def test_a_temporary_key_without_its_token_cannot_be_told_from_an_unknown_key(
+    keys: KeyStore,
+) -> None:
+    # Without the secret, a caller learns nothing about which keys exist or need a token.
+    probe = signed(key_id="PAOTEMPKEY0000000001", secret="a-guess")
+    assert refusal(probe, keys) == refusal(signed(key_id="PAONOBODY00000000000"), keys)
+
+
+def test_an_idempotency_key_must_be_signed(keys: KeyStore) -> None:
+    request = replace_headers(signed(), idempotency_key="retry-1")
+    with pytest.raises(PaoError) as caught:
+        verify(request, keys, region="us-east-1")
+    assert caught.value.code == errors.AUTH_UNSIGNED_HEADER
+    assert caught.value.details[0].field == "idempotency-key"
+    assert caught.value.code.http_status == 401
+
+
+def test_a_signed_idempotency_key_verifies(keys: KeyStore) -> None:
+    target = Target("http://127.0.0.1:8080", "us-east-1", ReadOnlyCredentials(KEY_ID, SECRET, None))
+    headers = sign(target, "POST", URL, BODY, {"Idempotency-Key": "retry-1"})
+    parts = urlsplit(URL)
+    lowered = {k.lower(): v for k, v in headers.items()} | {"host": parts.netloc}
+    request = SignedRequest("POST", parts.netloc, f"{parts.path}?{parts.query}", lowered, BODY)
+    assert verify(request, keys, region="us-east-1").user == "dana"
+
+
+def test_a_signed_header_sent_twice_is_refused(keys: KeyStore) -> None:
+    request = signed()
+    twice = SignedRequest(
+        request.method,
+        request.host,
+        request.path_qs,
+        request.headers,
+        request.body,
+        repeated=frozenset({"content-type"}),
+    )
+    with pytest.raises(PaoError) as caught:
+        verify(twice, keys, region="us-east-1")
+    assert caught.value.code == errors.AUTH_DUPLICATE_HEADER
+    assert caught.value.details[0].field == "content-type"
+
+
+def test_the_header_checks_need_neither_body_nor_key(keys: KeyStore) -> None:
+    headers = signed().headers
+    auth = check_authorization(headers, region="us-east-1")
+    assert auth.access_key == KEY_ID
+    later = datetime.now(UTC) + timedelta(seconds=90)
+    with pytest.raises(PaoError) as caught:
+        check_authorization(headers, region="us-east-1", now=later, max_skew=timedelta(seconds=60))
+    assert caught.value.code == errors.AUTH_EXPIRED
+    assert "limit 60 s" in caught.value.message
 
 
 def test_an_expired_date_is_refused(keys: KeyStore) -> None:

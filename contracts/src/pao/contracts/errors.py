@@ -91,19 +91,15 @@ AUTH_EXPIRED = _register(
     "PAO-AUTH-003",
     401,
     "Request time outside the allowed clock skew",
-    "Sign each request when sending it and keep the clock in sync (NTP); allowed skew: 5 min.",
-)
-AUTH_UNKNOWN_KEY = _register(
-    "PAO-AUTH-004",
-    403,
-    "Unknown access key",
-    "Use an access key known to this PAO installation; `pao up` writes a local one.",
+    "Sign each request when sending it and keep the clock in sync (NTP); the message gives the "
+    "allowed skew (PAO_CLOCK_SKEW_SECONDS).",
 )
 AUTH_SIGNATURE_MISMATCH = _register(
     "PAO-AUTH-005",
     403,
     "Signature does not match",
-    "Check the secret key and that no signed header was changed after signing.",
+    "Check the access key id and secret key (an unknown key is answered the same way), and that "
+    "no signed header was changed after signing; `pao up` writes a local key.",
 )
 AUTH_PAYLOAD_MISMATCH = _register(
     "PAO-AUTH-006",
@@ -134,6 +130,25 @@ FORBIDDEN = _register(
     403,
     "Not allowed",
     "Ask an admin or a member of the owning team to act, or to grant access.",
+)
+AUTH_UNKNOWN_PRINCIPAL = _register(
+    "PAO-AUTH-011",
+    403,
+    "Caller is not mapped to a PAO identity",
+    "Ask the platform team to map your AWS account and role (or IAM user) under `principals` "
+    "in the key store (see deploy/keys.example.yaml).",
+)
+AUTH_DUPLICATE_HEADER = _register(
+    "PAO-AUTH-012",
+    400,
+    "Authentication header sent more than once",
+    "Send each signed header, and the forwarded identity and secret headers, exactly once.",
+)
+AUTH_UNSIGNED_HEADER = _register(
+    "PAO-AUTH-013",
+    401,
+    "Header must be signed",
+    "List the header named in details in SignedHeaders; `devctl` signs every header it sends.",
 )
 
 # SYS: the platform itself.
@@ -241,6 +256,20 @@ NO_PLAN = _register(
     404,
     "The request has no Terraform plan",
     "Only Terraform actions plan; `devctl request get ID` shows the request's actions.",
+)
+REQUEST_TOO_SOON = _register(
+    "PAO-REQ-006",
+    429,
+    "Too soon after the request's last retry or escalation",
+    "Wait the seconds given in Retry-After (and in details) before retrying or escalating "
+    "this request again.",
+)
+TOO_MANY_LOG_FOLLOWS = _register(
+    "PAO-REQ-007",
+    429,
+    "Too many log streams open",
+    "Close a log stream you follow (devctl request logs --follow) or wait the seconds given "
+    "in Retry-After; without follow=true the log is read at once.",
 )
 
 # RES: resources (what requests made).

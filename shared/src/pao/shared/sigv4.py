@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,10 @@ _AUTH_RE = re.compile(
 )
 
 
+#: Headers the gateway acts on: when sent, they must be signed, or a relay could add them.
+MUST_BE_SIGNED = ("idempotency-key",)
+
+
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
     """What the verifier needs from an HTTP request, independent of the web framework."""
@@ -42,22 +47,35 @@ class SignedRequest:
     path_qs: str  # the raw path and query string, as sent
     headers: Mapping[str, str]  # lower-cased names
     body: bytes
+    repeated: frozenset[str] = frozenset()  # lower-cased names of headers sent more than once
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """A SigV4 Authorization header that passed every check that needs no body and no key."""
+
+    access_key: str
+    signed_headers: tuple[str, ...]
+    signature: str
+    amz_date: str
 
 
 def _fail(code: errors.ErrorCode, message: str, field: str = "Authorization") -> PaoError:
     return PaoError(code, message, details=[ErrorDetail(field=field, message=message)])
 
 
-def verify(
-    request: SignedRequest,
-    keys: KeyStore,
+def check_authorization(
+    headers: Mapping[str, str],
     *,
     region: str,
     now: datetime | None = None,
     max_skew: timedelta = timedelta(minutes=5),
-) -> Identity:
-    """The caller's identity if the request carries a valid signature; otherwise a PaoError."""
-    header = request.headers.get("authorization")
+) -> Authorization:
+    """The parsed Authorization header if it is present, well-formed, in scope and on time.
+
+    Cheap and body-free, so the gateway runs it before reading a body from an unknown caller.
+    """
+    header = headers.get("authorization")
     if not header:
         raise _fail(errors.AUTH_MISSING, "the request has no Authorization header")
     match = _AUTH_RE.match(header.strip())
@@ -72,11 +90,11 @@ def verify(
             errors.AUTH_MALFORMED,
             "the credential scope is not key/date/region/service/aws4_request",
         ) from None
-    signed_headers = match["signed"].split(";")
+    signed_headers = tuple(match["signed"].split(";"))
     if "host" not in signed_headers or terminator != "aws4_request":
         raise _fail(errors.AUTH_MALFORMED, "the host header must be signed")
 
-    amz_date = request.headers.get("x-amz-date", "")
+    amz_date = headers.get("x-amz-date", "")
     try:
         signed_at = _parse_amz_date(amz_date)
     except ValueError:
@@ -101,11 +119,41 @@ def verify(
             f"signed for {scope_region}/{scope_service} on "
             f"{scope_date}; this gateway expects {region}/{SERVICE} on {amz_date[:8]}",
         )
+    return Authorization(access_key, signed_headers, match["signature"], amz_date)
 
-    entry = keys.get(access_key)
-    if entry is None:
-        raise _fail(errors.AUTH_UNKNOWN_KEY, f"access key {access_key} is not known here")
 
+def verify(
+    request: SignedRequest,
+    keys: KeyStore,
+    *,
+    region: str,
+    now: datetime | None = None,
+    max_skew: timedelta = timedelta(minutes=5),
+    authorization: Authorization | None = None,
+) -> Identity:
+    """The caller's identity if the request carries a valid signature; otherwise a PaoError.
+
+    `authorization`, from `check_authorization` on the same headers, skips those checks again.
+    """
+    auth = authorization or check_authorization(
+        request.headers, region=region, now=now, max_skew=max_skew
+    )
+    signed_headers = list(auth.signed_headers)
+
+    repeated = sorted(request.repeated.intersection(signed_headers))
+    if repeated:
+        raise _fail(
+            errors.AUTH_DUPLICATE_HEADER,
+            f"signed header(s) sent more than once: {', '.join(repeated)}",
+            field=repeated[0],
+        )
+    unsigned = [h for h in MUST_BE_SIGNED if h in request.headers and h not in signed_headers]
+    if unsigned:
+        raise _fail(
+            errors.AUTH_UNSIGNED_HEADER,
+            f"header(s) sent but not signed: {', '.join(unsigned)}; list them in SignedHeaders",
+            field=unsigned[0],
+        )
     missing = [h for h in signed_headers if h not in request.headers]
     if missing:
         raise _fail(errors.AUTH_MALFORMED, f"signed header(s) not sent: {', '.join(missing)}")
@@ -119,6 +167,14 @@ def verify(
             "the body's SHA-256 differs from the signed X-Amz-Content-SHA256",
             field="body",
         )
+
+    # An unknown key is answered as a wrong signature, after the same work, so that the answer
+    # does not tell which access key ids exist.
+    entry = keys.get(auth.access_key)
+    secret = entry.secret_access_key.get_secret_value() if entry else secrets.token_hex(20)
+    expected = _signature(request, signed_headers, auth.amz_date, secret, auth.access_key, region)
+    if not hmac.compare_digest(expected, auth.signature) or entry is None:
+        raise _fail(errors.AUTH_SIGNATURE_MISMATCH, "the signature does not match the request")
 
     token = request.headers.get("x-amz-security-token")
     expected_token = entry.session_token.get_secret_value() if entry.session_token else None
@@ -138,17 +194,6 @@ def verify(
             "these credentials take no session token",
             field="X-Amz-Security-Token",
         )
-
-    expected = _signature(
-        request,
-        signed_headers,
-        amz_date,
-        entry.secret_access_key.get_secret_value(),
-        access_key,
-        region,
-    )
-    if not hmac.compare_digest(expected, match["signature"]):
-        raise _fail(errors.AUTH_SIGNATURE_MISMATCH, "the signature does not match the request")
     return entry.identity()
 
 

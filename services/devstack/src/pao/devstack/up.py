@@ -30,11 +30,12 @@ from pao.devstack.broker import EmbeddedBroker
 from pao.devstack.devkey import load_or_create_dev_key
 from pao.devstack.jira import CORRELATION_FIELD, EmbeddedJira
 from pao.devstack.postgres import EmbeddedPostgres
+from pao.gateway.bootstrap import unsafe_auth_mode
 from pao.shared.database import migrate
 from pao.shared.kafka import ensure_topics
 from pao.shared.logs import configure_logging
 from pao.shared.settings import Settings
-from pao.stack.console import load_keys, settings_with, stop_on_signals
+from pao.stack.console import fail, load_keys, settings_with, stop_on_signals
 from pao.stack.runtime import MIGRATIONS, SERVICES, Running, run_services
 
 PROFILE_NAME = "local"
@@ -58,6 +59,8 @@ def up(
     """Start the whole stack: PostgreSQL, broker, gateway, relay and services; Ctrl-C stops it."""
     settings = settings_with(http_port=port, data_dir=data_dir, http_host=host)
     configure_logging(settings.log_level, settings.log_format)
+    if problem := unsafe_auth_mode(settings):
+        fail(problem)
     try:
         asyncio.run(_up(settings))
     except KeyboardInterrupt:

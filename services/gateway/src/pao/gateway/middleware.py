@@ -6,6 +6,8 @@ import hmac
 import re
 import time
 import uuid
+from collections import Counter
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
@@ -109,6 +111,7 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
         status=response.status,
         ms=round((time.perf_counter() - started) * 1000, 2),
         user=identity.user if identity else None,
+        session=identity.session if identity else None,
     )
     return response
 
@@ -124,26 +127,65 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     elif settings.auth_mode == "apigateway":
         request[IDENTITY] = _forwarded_identity(request)
     else:
-        body = await request.read()
-        request[IDENTITY] = sigv4.verify(
-            sigv4.SignedRequest(
-                method=request.method,
-                host=request.host,
-                path_qs=request.raw_path,
-                headers={k.lower(): v for k, v in request.headers.items()},
-                body=body,
-            ),
-            request.app[KEYS],
-            region=settings.region,
-        )
-    structlog.contextvars.bind_contextvars(user=request[IDENTITY].user)
+        request[IDENTITY] = await _signed_identity(request)
+    identity = request[IDENTITY]
+    structlog.contextvars.bind_contextvars(user=identity.user)
+    if identity.session is not None:
+        structlog.contextvars.bind_contextvars(session=identity.session)
     return await handler(request)
+
+
+async def caller_identity(request: web.Request) -> Identity:
+    """The caller as the configured auth mode verifies it, for a public path that shows more to
+    a known caller; PaoError when the request carries no valid credentials."""
+    settings = request.app[SETTINGS]
+    if settings.auth_mode == "none":
+        return Identity(user="anonymous", roles=("admin",))
+    if settings.auth_mode == "apigateway":
+        return _forwarded_identity(request)
+    return await _signed_identity(request)
+
+
+async def _signed_identity(request: web.Request) -> Identity:
+    """The caller whose SigV4 signature verifies; the header is checked before any body is read."""
+    settings = request.app[SETTINGS]
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    authorization = sigv4.check_authorization(
+        headers, region=settings.region, max_skew=timedelta(seconds=settings.clock_skew_seconds)
+    )
+    sent = Counter(k.lower() for k, _ in request.headers.items())  # keys() would hide repeats
+    body = await request.read()
+    return sigv4.verify(
+        sigv4.SignedRequest(
+            method=request.method,
+            host=request.host,
+            path_qs=request.raw_path,
+            headers=headers,
+            body=body,
+            repeated=frozenset(name for name, times in sent.items() if times > 1),
+        ),
+        request.app[KEYS],
+        region=settings.region,
+        authorization=authorization,
+    )
+
+
+def _single_header(request: web.Request, name: str) -> str | None:
+    """A header's value; sent twice it is refused, as a proxy and PAO could read different ones."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise PaoError(
+            errors.AUTH_DUPLICATE_HEADER,
+            f"the {name} header was sent {len(values)} times",
+            details=[ErrorDetail(field=name, message="sent more than once")],
+        )
+    return values[0] if values else None
 
 
 def _forwarded_identity(request: web.Request) -> Identity:
     """The identity AWS API Gateway verified and forwarded, if the forward is authentic."""
     settings = request.app[SETTINGS]
-    secret = request.headers.get(settings.apigateway_secret_header, "")
+    secret = _single_header(request, settings.apigateway_secret_header) or ""
     if not settings.apigateway_secret or not hmac.compare_digest(
         secret, settings.apigateway_secret
     ):
@@ -151,15 +193,19 @@ def _forwarded_identity(request: web.Request) -> Identity:
             errors.AUTH_UNTRUSTED_FORWARD,
             "the request did not come through the configured API Gateway",
         )
-    arn = request.headers.get(settings.apigateway_identity_header)
+    arn = _single_header(request, settings.apigateway_identity_header)
     if not arn:
         raise PaoError(
             errors.AUTH_UNTRUSTED_FORWARD,
             "no caller identity was forwarded",
             details=[ErrorDetail(field=settings.apigateway_identity_header, message="missing")],
         )
-    entry = request.app[KEYS].by_principal(arn)
-    if entry is not None:
-        return entry.identity()
-    # An unmapped principal is a plain requester named after its session or user name.
-    return Identity(user=arn.rsplit("/", 1)[-1])
+    identity = request.app[KEYS].principal(arn)
+    if identity is None:
+        log.warning("unmapped caller refused", principal=arn)
+        raise PaoError(
+            errors.AUTH_UNKNOWN_PRINCIPAL,
+            f"the caller {arn} matches no principal configured for this PAO installation",
+            details=[ErrorDetail(field=settings.apigateway_identity_header, message=arn)],
+        )
+    return identity

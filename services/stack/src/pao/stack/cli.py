@@ -1,6 +1,7 @@
 """`pao`: the operator's command. `pao serve` runs services (usually one per container),
 `pao migrate` and `pao projections rebuild` look after the database, `pao secrets init` puts
-PAO's own secrets in Parameter Store and `pao jira check` checks JIRA against the catalog.
+PAO's own secrets in Parameter Store, `pao keys init` writes a key store with a new admin key
+and `pao jira check` checks JIRA against the catalog.
 
 Where the dev stack is installed (`pao-devstack`, never in production images), it adds
 `pao up`, the whole stack on embedded parts, through the `pao.commands` entry points.
@@ -19,10 +20,12 @@ from typing import Annotated
 import structlog
 import typer
 
+from pao.gateway.bootstrap import unsafe_auth_mode
 from pao.shared.database import migrate
 from pao.shared.logs import configure_logging
 from pao.stack import jira, secrets
 from pao.stack.console import fail, load_keys, settings_with, stop_on_signals
+from pao.stack.keys import app as keys_app
 from pao.stack.runtime import MIGRATIONS, SERVICES, Running, run_services
 
 app = typer.Typer(
@@ -56,6 +59,8 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     if not settings.database_url or not settings.kafka_bootstrap:
         fail("set PAO_DATABASE_URL and PAO_KAFKA_BOOTSTRAP (or use `pao up` for a local stack)")
+    if "gateway" in services and (problem := unsafe_auth_mode(settings)):
+        fail(problem)
     keys = load_keys(settings)
 
     async def main() -> None:
@@ -85,6 +90,7 @@ def migrate_cmd() -> None:
 projections_app = typer.Typer(help="Manage the read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(keys_app, name="keys")
 app.add_typer(jira.app, name="jira")
 
 
