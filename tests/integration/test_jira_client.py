@@ -66,15 +66,16 @@ async def test_created_issue_reads_back_with_what_was_filed(jira: JiraClient, ji
     assert issue.status_category == "new"
 
 
-async def test_an_issue_is_found_again_by_its_label(jira: JiraClient):
+async def test_an_issue_is_found_again_by_its_label_with_who_filed_it_where(jira: JiraClient):
     label = unique_label()
     created = await jira.create_issue(ticket(label))
 
-    found = await jira.find_issue_by_label(label)
+    found = await jira.find_issues_by_label(label)
 
-    assert found is not None
-    assert found.key == created.key
-    assert await jira.find_issue_by_label(unique_label()) is None
+    assert [issue.key for issue in found] == [created.key]
+    me = (await jira.myself())["name"]
+    assert (found[0].project, found[0].creator, found[0].reporter) == ("PLAT", me, me)
+    assert await jira.find_issues_by_label(unique_label()) == []
 
 
 async def test_comments_are_listed_oldest_first(jira: JiraClient):

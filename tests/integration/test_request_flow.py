@@ -4,16 +4,19 @@ escalate, authorisation. The JIRA server is real (jira820 over HTTP), driven lik
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
 
 from conftest import REPO, fresh_database, signed_client
+from pao.devctl.client import sign
 from pao.devctl.errors import CliError
 from pao.fulfillment.jira import JiraClient
 from pao.shared.keystore import KeyEntry, KeyStore
@@ -405,3 +408,70 @@ async def test_a_manual_resource_is_listed_changed_and_decommissioned_through_ti
     await jira.transition_to(teardown.key, "Done")
     final = await resource_becomes(stack, resource_id, "decommissioned")
     assert [r["kind"] for r in final["requests"]] == ["create", "update", "decommission"]
+
+
+async def signed_post(stack: Stack, path: str, body: dict[str, Any]) -> httpx.Response:
+    """A signed call whose whole answer (status, headers) the test reads."""
+    client = signed_client(stack.url, "PAOTESTKEY0000000001", "integration-secret")
+    client.close()
+    url = f"{stack.url}/api/v1{path}"
+    payload = json.dumps(body).encode()
+    headers = sign(
+        client.target,
+        "POST",
+        url,
+        payload,
+        {"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    async with httpx.AsyncClient() as http:
+        return await http.post(url, content=payload, headers=headers)
+
+
+def too_soon(answer: httpx.Response, *, cooldown: int) -> int:
+    """The seconds a 429 says to wait, checked to agree everywhere it says them."""
+    assert answer.status_code == 429
+    wait = int(answer.headers["Retry-After"])
+    assert 0 < wait <= cooldown
+    error = answer.json()["error"]
+    assert error["code"] == "PAO-REQ-006"
+    assert f"again in {wait} s" in error["message"]
+    assert {"field": "retry_after_seconds", "message": str(wait)}.items() <= error["details"][
+        0
+    ].items()
+    return wait
+
+
+async def test_escalating_again_too_soon_is_refused_with_the_time_to_wait(stack: Stack) -> None:
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": "payroll"})
+    await status_becomes(stack, request_id, "awaiting_manual")
+    path = f"/requests/{request_id}/escalate"
+
+    first = await signed_post(stack, path, {"reason": "launch is tomorrow"})
+    assert first.status_code == 202
+    again = await signed_post(stack, path, {"reason": "really tomorrow", "urgency": "critical"})
+
+    too_soon(again, cooldown=300)
+    assert again.json()["error"]["correlation_id"] == again.headers["X-Correlation-ID"]
+
+
+async def test_retrying_again_too_soon_is_refused_with_the_time_to_wait(
+    stack: Stack, jira: JiraClient
+) -> None:
+    request_id = await submit(stack, "postgresql-rds", {**POSTGRES, "db_name": "invoices"})
+    first = (await status_becomes(stack, request_id, "awaiting_manual"))["actions"][0]
+    await jira.transition_to(first["outputs"]["key"], "Rejected")
+    await status_becomes(stack, request_id, "failed")
+    path = f"/requests/{request_id}/retry"
+    assert (await signed_post(stack, path, {})).status_code == 202
+
+    async def new_ticket() -> str | None:
+        current = await api(stack, "GET", f"/requests/{request_id}/status")
+        key = current["actions"][0]["outputs"].get("key")
+        waiting = current["status"] == "awaiting_manual" and key != first["outputs"]["key"]
+        return key if waiting else None
+
+    await jira.transition_to(await eventually(new_ticket, what="the retry's ticket"), "Rejected")
+    await status_becomes(stack, request_id, "failed")
+
+    too_soon(await signed_post(stack, path, {}), cooldown=30)
+    assert (await api(stack, "GET", f"/requests/{request_id}/status"))["status"] == "failed"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from pao.contracts import events as ev
 from pao.contracts.envelope import EventEnvelope
 from pao.request.aggregate import (
     CommandRejected,
+    CommandTooSoon,
     RequestState,
     decide_abort,
     decide_escalate,
@@ -264,3 +265,77 @@ def test_a_state_survives_its_snapshot() -> None:
     )
     assert RequestState.from_snapshot(state.snapshot()) == state
     assert RequestState.from_snapshot({"v": 0, "state": {}}) is None
+
+
+def timed(*events: tuple[ev.Event, datetime]) -> list[EventEnvelope]:
+    """Envelopes of events that happened at the given times."""
+    return [
+        EventEnvelope(
+            event_id=uuid.uuid4(),
+            event_type=e.event_type,
+            schema_version=e.schema_version,
+            stream_id="request-r1",
+            stream_version=n,
+            global_position=n,
+            occurred_at=when,
+            data=e.model_dump(mode="json"),
+        )
+        for n, (e, when) in enumerate(events, start=1)
+    ]
+
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def test_a_request_is_not_retried_again_within_the_cooldown() -> None:
+    failure = (
+        ev.ActionFailed(request_id="r1", action="build", error="boom", attempts=3),
+        ev.RequestFailed(request_id="r1", action="build", error="boom"),
+    )
+    state = fold(
+        "r1",
+        timed(
+            (submitted(), T0),
+            *[(e, T0) for e in failure],
+            (ev.RequestRetried(request_id="r1", by="dana", actions=["build"]), T0),
+            *[(e, T0 + timedelta(seconds=5)) for e in failure],
+        ),
+    )
+
+    with pytest.raises(CommandTooSoon) as caught:
+        decide_retry(state, by="dana", now=T0 + timedelta(seconds=10), cooldown=30)
+    assert caught.value.retry_after == pytest.approx(20)
+    assert "retried again in 20 s" in str(caught.value)
+    again = decide_retry(state, by="dana", now=T0 + timedelta(seconds=30), cooldown=30)
+    assert again.actions == ["build"]
+
+
+def test_a_request_is_not_escalated_again_within_the_cooldown() -> None:
+    first = ev.RequestEscalated(
+        request_id="r1", by="dana", reason="slow", urgency="high", level=1, status="in_progress"
+    )
+    state = fold("r1", timed((submitted(), T0), (first, T0)))
+
+    with pytest.raises(CommandTooSoon) as caught:
+        decide_escalate(
+            state,
+            by="dana",
+            reason="slower",
+            urgency="critical",
+            now=T0 + timedelta(seconds=299.5),
+            cooldown=300,
+        )
+    assert caught.value.retry_after == pytest.approx(0.5)
+    assert "escalated again in 1 s" in str(caught.value)
+    later = decide_escalate(
+        state,
+        by="dana",
+        reason="slower",
+        urgency="critical",
+        now=T0 + timedelta(seconds=300),
+        cooldown=300,
+    )
+    assert later.level == 2
+    # The first escalation has no cooldown to wait.
+    fresh = fold("r1", timed((submitted(), T0)))
+    assert decide_escalate(fresh, by="dana", reason="x", urgency="high", now=T0, cooldown=300)

@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-_ISSUE_FIELDS = "summary,status,priority,labels,description"
+_ISSUE_FIELDS = "summary,status,priority,labels,description,project,creator,reporter"
 _COMMENT_PAGE = 100
+_LABEL_MATCHES = 50
 
 
 class JiraError(Exception):
@@ -47,6 +48,20 @@ class JiraIssue:
     priority: str | None
     labels: tuple[str, ...]
     description: str | None
+    project: str = ""
+    #: the account that created the issue, and the one it names as reporter (see `account_of`)
+    creator: str | None = None
+    reporter: str | None = None
+
+
+def account_of(user: Any) -> str | None:
+    """A JIRA user's stable identity: the Cloud accountId, else the Data Center key or name."""
+    if not isinstance(user, dict):
+        return None
+    for field in ("accountId", "key", "name"):
+        if user.get(field):
+            return str(user[field])
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -105,6 +120,11 @@ class JiraClient:
             self._headers["Authorization"] = f"Basic {credentials}"
         elif token:
             self._headers["Authorization"] = f"Bearer {token}"
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether calls carry credentials (without, JIRA takes PAO for whoever it lets in)."""
+        return "Authorization" in self._headers
 
     def browse_url(self, key: str) -> str:
         """The issue's page for people."""
@@ -172,6 +192,9 @@ class JiraClient:
             priority=priority.get("name"),
             labels=tuple(fields.get("labels") or ()),
             description=fields.get("description"),
+            project=str((fields.get("project") or {}).get("key", "")),
+            creator=account_of(fields.get("creator")),
+            reporter=account_of(fields.get("reporter")),
         )
 
     async def create_issue(self, fields: dict[str, Any]) -> JiraIssue:
@@ -184,19 +207,18 @@ class JiraClient:
         raw = await self._call("GET", f"/rest/api/2/issue/{key}", params={"fields": _ISSUE_FIELDS})
         return self._issue(raw)
 
-    async def find_issue_by_label(self, label: str) -> JiraIssue | None:
-        """The oldest issue carrying `label`, or None."""
+    async def find_issues_by_label(self, label: str) -> list[JiraIssue]:
+        """Issues carrying `label` in any project, oldest first (the first fifty)."""
         result = await self._call(
             "GET",
             "/rest/api/2/search",
             params={
                 "jql": f"labels = {_jql_string(label)} ORDER BY created ASC",
                 "fields": _ISSUE_FIELDS,
-                "maxResults": "1",
+                "maxResults": str(_LABEL_MATCHES),
             },
         )
-        issues = (result or {}).get("issues") or []
-        return self._issue(issues[0]) if issues else None
+        return [self._issue(raw) for raw in (result or {}).get("issues") or []]
 
     async def add_comment(self, key: str, body: str) -> None:
         """Add a comment to the issue."""

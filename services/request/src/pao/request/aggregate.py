@@ -6,6 +6,7 @@ handlers and the projector all fold through `RequestState.apply`. No I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -168,6 +169,8 @@ class RequestState:
     fallback_for: str | None = None
     approvals: list[Approval] = field(default_factory=list)
     plans: list[PlanRecord] = field(default_factory=list)
+    #: when the request was last retried (escalations keep their own times)
+    retried_at: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -363,6 +366,7 @@ class RequestState:
                 else:
                     self.actions.append(ActionState(FALLBACK, "jira"))
             case ev.RequestRetried():
+                self.retried_at = at
                 self.failure = self.fallback_for = self.last_error = None
                 for name in event.actions:
                     self.action(name).reset()
@@ -412,10 +416,36 @@ class CommandRejected(Exception):
     """The request's state does not allow the command; the message says why."""
 
 
-def decide_retry(state: RequestState, *, by: str) -> ev.RequestRetried:
-    """Only a failed request is retried, and only its failed actions run again."""
+class CommandTooSoon(CommandRejected):
+    """The command came sooner after the same command than its cooldown allows."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _cool_down(what: str, last: str | None, *, now: datetime | None, cooldown: float) -> None:
+    """Refuse a command repeated within `cooldown` seconds of its last time (`last`)."""
+    if last is None or cooldown <= 0:
+        return
+    assert now is not None, "a cooldown needs the time now"
+    left = cooldown - (now - datetime.fromisoformat(last)).total_seconds()
+    if left > 0:
+        raise CommandTooSoon(
+            f"this request was {what} less than {cooldown:g} s ago; "
+            f"it can be {what} again in {math.ceil(left)} s",
+            retry_after=left,
+        )
+
+
+def decide_retry(
+    state: RequestState, *, by: str, now: datetime | None = None, cooldown: float = 0.0
+) -> ev.RequestRetried:
+    """Only a failed request is retried, and only its failed actions run again; not again
+    within `cooldown` seconds of its last retry."""
     if state.status != "failed":
         raise CommandRejected(f"only a failed request can be retried; this one is {state.status}")
+    _cool_down("retried", state.retried_at, now=now, cooldown=cooldown)
     failed = [a.name for a in state.actions if a.status == "failed"]
     return ev.RequestRetried(request_id=state.request_id, by=by, actions=failed)
 
@@ -428,12 +458,21 @@ def decide_abort(state: RequestState, *, by: str, reason: str) -> ev.RequestAbor
 
 
 def decide_escalate(
-    state: RequestState, *, by: str, reason: str, urgency: str
+    state: RequestState,
+    *,
+    by: str,
+    reason: str,
+    urgency: str,
+    now: datetime | None = None,
+    cooldown: float = 0.0,
 ) -> ev.RequestEscalated:
     """A request can be escalated, one level higher each time, until it completes or is
-    aborted (a failed request is worth escalating: someone has to look at it)."""
+    aborted (a failed request is worth escalating: someone has to look at it); not again
+    within `cooldown` seconds of its last escalation."""
     if state.status in ("completed", "aborted"):
         raise CommandRejected(f"the request already ended ({state.status})")
+    last = state.escalations[-1].at if state.escalations else None
+    _cool_down("escalated", last, now=now, cooldown=cooldown)
     return ev.RequestEscalated(
         request_id=state.request_id,
         by=by,

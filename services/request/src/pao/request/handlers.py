@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, 
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.request.aggregate import (
     CommandRejected,
+    CommandTooSoon,
     Decider,
     NotAnApprover,
     RequestState,
@@ -46,7 +48,7 @@ from pao.spec.rendering import (
     apply_defaults,
     preview_context,
     render_actions,
-    render_value,
+    render_spec,
 )
 
 _ATTEMPTS = 5
@@ -145,7 +147,7 @@ def check_inputs(
     try:
         render_actions(item, context)
         if runs_manual_ticket(item, mode):
-            render_value(manual_ticket(item)["jira"], context, "/fulfillment/fallback/jira")
+            render_spec("jira", manual_ticket(item)["jira"], context, "/fulfillment/fallback/jira")
     except RenderError as exc:
         raise PaoError(
             errors.INVALID_INPUT,
@@ -499,6 +501,14 @@ async def _decide_and_append(
         authorize(Ownership(request_id, state.submitted.requester.id, state.submitted.owner_team))
         try:
             event = decide(state)
+        except CommandTooSoon as exc:
+            wait = math.ceil(exc.retry_after)
+            raise PaoError(
+                errors.REQUEST_TOO_SOON,
+                str(exc),
+                details=[ErrorDetail(field="retry_after_seconds", message=str(wait))],
+                headers={"Retry-After": str(wait)},
+            ) from exc
         except CommandRejected as exc:
             raise PaoError(
                 errors.REQUEST_STATE_CONFLICT,
@@ -523,12 +533,14 @@ async def retry_request(
     store: EventStore,
     authorize: Authorize,
     correlation_id: str | None,
+    cooldown: float = 0.0,
 ) -> ev.RequestRetried:
-    """Re-run the failed actions of a failed request."""
+    """Re-run the failed actions of a failed request (not within `cooldown` seconds of its
+    last retry)."""
     _, event = await _decide_and_append(
         store,
         cmd.request_id,
-        lambda s: decide_retry(s, by=cmd.by),
+        lambda s: decide_retry(s, by=cmd.by, now=datetime.now(UTC), cooldown=cooldown),
         authorize=authorize,
         correlation_id=correlation_id,
         actor=cmd.by,
@@ -563,12 +575,20 @@ async def escalate_request(
     store: EventStore,
     authorize: Authorize,
     correlation_id: str | None,
+    cooldown: float = 0.0,
 ) -> ev.RequestEscalated:
-    """Escalate a request one level."""
+    """Escalate a request one level (not within `cooldown` seconds of its last escalation)."""
     _, event = await _decide_and_append(
         store,
         cmd.request_id,
-        lambda s: decide_escalate(s, by=cmd.by, reason=cmd.reason, urgency=cmd.urgency),
+        lambda s: decide_escalate(
+            s,
+            by=cmd.by,
+            reason=cmd.reason,
+            urgency=cmd.urgency,
+            now=datetime.now(UTC),
+            cooldown=cooldown,
+        ),
         authorize=authorize,
         correlation_id=correlation_id,
         actor=cmd.by,
