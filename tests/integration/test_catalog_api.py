@@ -152,3 +152,19 @@ async def test_validation_accepts_json_and_reports_unparseable_text(gateway: str
         "id": "eks-application",
         "problems": [],
     }
+
+
+async def test_a_backtracking_pattern_is_reported_without_stalling_the_gateway(
+    gateway: str,
+) -> None:
+    item = (await api(gateway, "GET", "/catalog/items/eks-application"))["item"]
+    form = item["form"]["schema"]
+    form["properties"]["app_name"]["pattern"] = "^(a|aa)+$"
+    form["examples"] = [{**form["examples"][0], "app_name": "a" * 40 + "b"}]
+    started = asyncio.get_running_loop().time()
+    report = await api(gateway, "POST", "/validate/catalog-item", body=item)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert report["valid"] is False
+    assert [(p["rule"], p["pointer"]) for p in report["problems"]] == [
+        ("pattern-timeout", "/form/schema/examples/0/app_name")
+    ]

@@ -222,3 +222,17 @@ async def test_a_planted_secret_never_comes_back(gateway: str) -> None:
     text = str(answer)
     assert secret not in text
     assert "token=***" in answer["output"]
+
+
+async def test_variables_refuse_a_template_that_builds_a_huge_value(gateway: str) -> None:
+    started = asyncio.get_running_loop().time()
+    answer = await post(
+        gateway,
+        "/test/variables",
+        {"template": "{{ range(170) | join('y' * 60000) | length }}", "context": {}},
+    )
+    assert asyncio.get_running_loop().time() - started < 2
+    assert answer["substitute"]["ok"] is False
+    assert answer["output"] is None
+    message = answer["substitute"]["errors"][0]["message"]
+    assert message == "refused by the sandbox: join() of 10140170 characters; the limit is 262144"

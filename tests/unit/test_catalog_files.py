@@ -178,3 +178,25 @@ def test_the_workflow_validates_changes_on_pull_requests_and_all_on_main() -> No
     assert "validate-changed.sh" in steps
     assert "validate-all.sh" in steps
     assert set(workflow[True]) >= {"pull_request", "push"}  # YAML 1.1 reads `on` as true
+
+
+def hostile_item(pattern: str, example: str) -> dict:
+    """The example item with `cache_name` checked by `pattern` and an example that defeats it."""
+    item = yaml.safe_load((FIXTURES / "valid" / "example-catalog-item.yaml").read_text())
+    item["form"]["schema"]["properties"]["cache_name"]["pattern"] = pattern
+    item["form"]["schema"]["examples"] = [{"cache_name": example, "environment": "dev"}]
+    return item
+
+
+def test_an_example_against_a_backtracking_pattern_is_reported_quickly() -> None:
+    import json
+    import time
+
+    started = time.monotonic()
+    report = validate_text(json.dumps(hostile_item("^(a|aa)+$", "a" * 40 + "b")))
+    nested = validate_text(json.dumps(hostile_item("^(a+)+$", "a" * 28 + "b")))
+    assert time.monotonic() - started < 2
+    assert [(p.rule, p.pointer) for p in report.problems] == [
+        ("pattern-timeout", "/form/schema/examples/0/cache_name")
+    ]
+    assert [p.rule for p in nested.problems] == ["form-example"]

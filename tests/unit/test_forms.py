@@ -76,3 +76,46 @@ def test_every_example_is_complete() -> None:
         form = item["form"]["schema"]
         for example in form["examples"]:
             assert describe_form(form, example).complete
+
+
+BACKTRACKING = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "pattern": "^(a|aa)+$"}},
+    "patternProperties": {"^(b|bb)+$": {}},
+    "additionalProperties": False,
+}
+
+
+def test_a_pattern_that_backtracks_without_end_is_a_problem_not_a_hang() -> None:
+    import time
+
+    started = time.monotonic()
+    by_value = input_problems(BACKTRACKING, {"name": "a" * 40 + "b"})
+    by_key = input_problems(BACKTRACKING, {"b" * 40 + "c": 1})
+    nested = input_problems(
+        {"type": "object", "properties": {"n": {"type": "string", "pattern": "^(a+)+$"}}},
+        {"n": "a" * 28 + "b"},
+    )
+    assert time.monotonic() - started < 2
+    assert [(p.rule, p.pointer) for p in by_value] == [("pattern-timeout", "/inputs/name")]
+    assert "^(a|aa)+$" in by_value[0].message
+    assert [(p.rule, p.pointer) for p in by_key] == [("pattern-timeout", f"/inputs/{'b' * 40}c")]
+    assert [p.message for p in nested] == [f"'{'a' * 28}b' does not match '^(a+)+$'"]
+
+
+def test_a_form_may_not_combine_unevaluated_and_pattern_properties() -> None:
+    form = {"type": "object", "patternProperties": {"^x": {}}, "unevaluatedProperties": False}
+    assert [p.rule for p in input_problems(form, {"y": 1})] == ["pattern-timeout"]
+
+
+def test_many_slow_values_share_one_time_budget() -> None:
+    import time
+
+    form = {"type": "array", "items": {"type": "string", "pattern": "^(a|aa)+$"}}
+    started = time.monotonic()
+    problems = input_problems(form, ["a" * 40 + "b"] * 60)
+    assert time.monotonic() - started < 1.5
+    assert len(problems) == 60
+    assert {p.rule for p in problems} == {"pattern-timeout"}
+    last = next(p for p in problems if p.pointer == "/inputs/59")
+    assert "took longer than 500 ms in all" in last.message

@@ -68,6 +68,34 @@ def xml_text(value: Any) -> str:
     return xml.sax.saxutils.escape(str(value), {'"': "&quot;", "'": "&apos;"})
 
 
+class JiraText(str):
+    """Text already escaped for JIRA wiki markup: the `jira` filter leaves it as it is."""
+
+    __slots__ = ()
+
+
+# Characters that open markup wherever they stand: links [..|..], macros {html} {code}, tables
+# |, images !..!, and the inline effects * + ^ ~ ?? (bold, inserted, super/subscript, citation).
+_JIRA_ANYWHERE = re.compile(r"[\[\]{}|!*+^~?]")
+# `_` and `-` open emphasis, strikethrough and dashes only at a word's edge, so snake_case and
+# kebab-case names stay as they are; `-`, `#` and `*` at a line's start make lists and rules.
+_JIRA_AT_EDGE = re.compile(r"(?<![0-9A-Za-z])[-_]|[-_](?![0-9A-Za-z])|^(\s*)#", re.MULTILINE)
+
+
+def jira_text(value: Any) -> JiraText:
+    """Text shown literally in JIRA wiki markup (a description, a comment): every character
+    that would open markup is escaped with a backslash, a backslash itself as `&#92;` (two
+    backslashes are a line break there). Text escaped already is returned as it is."""
+    if isinstance(value, JiraText):
+        return value
+    text = str(value).replace("\\", "&#92;")
+    text = _JIRA_ANYWHERE.sub(lambda m: "\\" + m.group(0), text)
+    text = _JIRA_AT_EDGE.sub(
+        lambda m: f"{m.group(1)}\\#" if m.group(1) is not None else "\\" + m.group(0), text
+    )
+    return JiraText(text)
+
+
 def regex_replace(value: Any, pattern: str, replacement: str = "", count: int = 0) -> str:
     """re.sub, bounded: a pattern that backtracks without end is stopped after a short time.
 
@@ -95,4 +123,5 @@ PAO_FILTERS = {
     "sha256": sha256,
     "regex_replace": regex_replace,
     "xml": xml_text,
+    "jira": jira_text,
 }

@@ -75,8 +75,9 @@ class FormDescription:
 def input_problems(form_schema: Mapping[str, Any], inputs: Any) -> list[Problem]:
     """Every way `inputs` breaks the form, each with a JSON pointer under /inputs."""
     validator = schemas.form_validator(form_schema)  # type: ignore[arg-type]
-    problems = [_problem(error) for error in validator.iter_errors(inputs)]
-    return sorted(problems, key=lambda p: p.pointer)
+    with schemas.pattern_budget():
+        problems = [_problem(error) for error in validator.iter_errors(inputs)]
+    return sorted(dict.fromkeys(problems), key=lambda p: p.pointer)
 
 
 def _problem(error: ValidationError) -> Problem:
@@ -102,6 +103,8 @@ def _problem(error: ValidationError) -> Problem:
                 f"{forbidden[0]} must be left empty" + _why(error),
                 pointer("inputs", *path, forbidden[0]),
             )
+    if error.validator == schemas.PATTERN_TIMEOUT_RULE:
+        return Problem(schemas.PATTERN_TIMEOUT_RULE, error.message, pointer("inputs", *path))
     if error.validator == "const":
         return Problem(
             "input",
@@ -183,7 +186,8 @@ def describe_form(
 ) -> FormDescription:
     """The form's fields in order, with what is visible and required given `inputs`."""
     values = apply_defaults(form, inputs)
-    branches = list(_branches(form, values))
+    with schemas.pattern_budget():
+        branches = list(_branches(form, values))
     active = [b for b in branches if b.active]
     top = dict(form.get("properties") or {})
     declared: dict[str, dict[str, Any]] = {name: _resolve(p) for name, p in top.items()}

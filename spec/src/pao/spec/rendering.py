@@ -11,13 +11,21 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from jinja2 import Template, TemplateError, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 
-from pao.spec.sandbox import ENVIRONMENT, MAX_OUTPUT, TemplateLimitError, deadline
+from pao.spec.filters import jira_text
+from pao.spec.sandbox import (
+    ENVIRONMENT,
+    MAX_OUTPUT,
+    TemplateLimitError,
+    check_value,
+    deadline,
+    source_cache,
+    tick,
+)
 
 SECRET_MASK = "***"  # noqa: S105 - the mask, not a secret
 
@@ -53,7 +61,7 @@ def apply_defaults(form_schema: Mapping[str, Any], inputs: Mapping[str, Any]) ->
     return filled
 
 
-@lru_cache(maxsize=8_192)
+@source_cache(maxsize=2_048)
 def _expression(source: str) -> Template | None:
     """For a template that is one `{{ expression }}`, a template that stores the expression's
     value (so it keeps its type); None for any other template."""
@@ -75,7 +83,7 @@ def _expression(source: str) -> Template | None:
     return ENVIRONMENT.from_string("{% set result = " + stripped[2:-2].strip() + " %}")
 
 
-@lru_cache(maxsize=8_192)
+@source_cache(maxsize=2_048)
 def _template(source: str) -> Template:
     return ENVIRONMENT.from_string(source)
 
@@ -97,6 +105,43 @@ def render_value(value: Any, context: Mapping[str, Any], where: str) -> Any:
         return _render_value(value, _prepare(context), where)
 
 
+#: The fields of a jira action that JIRA shows as wiki markup (see `render_spec`).
+JIRA_MARKUP_FIELDS = ("summary", "description")
+
+
+def render_spec(kind: str, spec: Any, context: Mapping[str, Any], where: str) -> Any:
+    """An action's spec rendered against `context`: the one renderer of previews and runs.
+
+    In a jira action's summary and description every input is escaped for JIRA wiki markup
+    before it is substituted, so a requester's `[link|http://...]`, `{html}` or `||` is shown
+    as typed, never interpreted; the template's own markup is kept. An input that a template
+    passes through the `jira` filter as well is not escaped twice.
+    """
+    with deadline():
+        return _render_spec(kind, spec, _prepare(context), where)
+
+
+def _render_spec(kind: str, spec: Any, prepared: dict[str, Any], where: str) -> Any:
+    if kind != "jira" or not isinstance(spec, dict):
+        return _render_value(spec, prepared, where)
+    shown = {**prepared, "inputs": _jira_escaped(prepared.get("inputs") or {})}
+    rendered = {}
+    for key, value in spec.items():
+        scopes = shown if key in JIRA_MARKUP_FIELDS else prepared
+        rendered[key] = _render_value(value, scopes, f"{where}/{key}")
+    return rendered
+
+
+def _jira_escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return jira_text(value)
+    if isinstance(value, dict):
+        return {k: _jira_escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jira_escaped(v) for v in value]
+    return value
+
+
 def _render_value(value: Any, prepared: dict[str, Any], where: str) -> Any:
     if isinstance(value, str):
         return _render(value, prepared, where)
@@ -115,8 +160,8 @@ def _render(source: str, prepared: dict[str, Any], where: str) -> Any:
         if expression is not None:
             context = expression.new_context(prepared, shared=True)
             for _ in expression.root_render_func(context):
-                pass
-            value = context.vars["result"]
+                tick()
+            value = check_value(context.vars["result"], "the value")
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
             if isinstance(value, bool | int | float | list | dict) or value is None:
@@ -148,6 +193,7 @@ def _bounded_render(template: Template, prepared: dict[str, Any]) -> str:
     size = 0
     chunks = []
     for chunk in template.root_render_func(template.new_context(prepared, shared=True)):
+        tick()
         size += len(chunk)
         if size > MAX_OUTPUT:
             raise TemplateLimitError(f"output beyond {MAX_OUTPUT} characters")
@@ -293,7 +339,7 @@ def render_actions(item: Mapping[str, Any], context: Mapping[str, Any]) -> list[
             if "when" in action:
                 run = bool(_render(action["when"], prepared, f"{where}/when"))
             kind = action["type"]
-            spec = _render_value(action[kind], prepared, f"{where}/{kind}") if run else None
+            spec = _render_spec(kind, action[kind], prepared, f"{where}/{kind}") if run else None
             rendered.append(RenderedAction(action["name"], kind, run, spec))
     return rendered
 

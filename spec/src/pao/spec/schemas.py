@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import fastjsonschema
-from jsonschema import Draft202012Validator, FormatChecker
+import regex
+from jsonschema import Draft202012Validator, FormatChecker, validators
+from jsonschema import _keywords as keywords
+from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 SCHEMA_FILES = (
@@ -99,6 +105,160 @@ def fast_check(name: str) -> Callable[[Any], bool]:
     return check
 
 
+#: Longest one `pattern` (or `patternProperties` key) of a form may take to match one value.
+PATTERN_TIMEOUT = 0.05
+#: Longest all the pattern matches of one validation (a document's examples, a request's
+#: inputs) may take together: many values each just under PATTERN_TIMEOUT add up.
+PATTERN_BUDGET = 0.5
+#: The `validator` of the error a pattern that ran out of time gives (and the problem's rule).
+PATTERN_TIMEOUT_RULE = "pattern-timeout"
+
+_budget = threading.local()
+
+
+@contextlib.contextmanager
+def pattern_budget(seconds: float = PATTERN_BUDGET) -> Iterator[None]:
+    """Hold every pattern match inside to `seconds` in all (an outer budget stays in force)."""
+    outer = getattr(_budget, "until", None)
+    _budget.until = time.monotonic() + seconds if outer is None else outer
+    try:
+        yield
+    finally:
+        _budget.until = outer
+
+
+class _PatternTimedOut(Exception):
+    def __init__(self, pattern: str, message: str) -> None:
+        self.pattern = pattern
+        self.message = message
+
+
+def _search(pattern: str, text: str) -> bool:
+    """`re.search` as JSON Schema means it, stopped after PATTERN_TIMEOUT.
+
+    Forms are written by catalog authors and sent to `validate/catalog-item` by anyone; a match in
+    Python's `re` (what jsonschema uses) cannot be interrupted, one in `regex` can.
+    """
+    timeout = PATTERN_TIMEOUT
+    until = getattr(_budget, "until", None)
+    if until is not None:
+        timeout = min(timeout, until - time.monotonic())
+        if timeout <= 0:
+            raise _PatternTimedOut(
+                pattern,
+                f"the form's patterns took longer than {PATTERN_BUDGET * 1000:.0f} ms in all; "
+                f"{pattern!r} was not matched",
+            )
+    try:
+        return regex.search(pattern, text, timeout=timeout) is not None
+    except TimeoutError:
+        raise _PatternTimedOut(
+            pattern,
+            f"pattern {pattern!r} took longer than {PATTERN_TIMEOUT * 1000:.0f} ms to match; "
+            "simplify it (nested repetition such as (a+)+ backtracks without end)",
+        ) from None
+    except regex.error as exc:
+        raise _PatternTimedOut(
+            pattern, f"pattern {pattern!r} is not a regular expression: {exc}"
+        ) from None
+
+
+def _timeout_error(timed_out: _PatternTimedOut, key: str | None = None) -> ValidationError:
+    """The error of a pattern that ran out of time (at `key` when it was matched to a key)."""
+    return ValidationError(
+        timed_out.message,
+        validator=PATTERN_TIMEOUT_RULE,
+        validator_value=timed_out.pattern,
+        path=() if key is None else (key,),
+    )
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        matched = _search(pattern, instance)
+    except _PatternTimedOut as exc:
+        yield _timeout_error(exc)
+        return
+    if not matched:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            try:
+                matched = _search(pattern, key)
+            except _PatternTimedOut as exc:
+                yield _timeout_error(exc, key)
+                return
+            if matched:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, extra: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's `additionalProperties`, with `patternProperties` matched under the limit."""
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties") or {}
+    patterns = list(schema.get("patternProperties") or {})
+    extras = []
+    for key in instance:
+        if key in properties:
+            continue
+        try:
+            if any(_search(pattern, key) for pattern in patterns):
+                continue
+        except _PatternTimedOut as exc:
+            yield _timeout_error(exc, key)
+            return
+        extras.append(key)
+    yield from keywords.additionalProperties(
+        validator, extra, {key: instance[key] for key in extras}, {"additionalProperties": extra}
+    )
+
+
+def uses_pattern_properties(schema: Any) -> bool:
+    """Whether `patternProperties` appears anywhere in a schema."""
+    if isinstance(schema, dict):
+        return "patternProperties" in schema or any(
+            uses_pattern_properties(v) for v in schema.values()
+        )
+    if isinstance(schema, list):
+        return any(uses_pattern_properties(v) for v in schema)
+    return False
+
+
+def _unevaluated_properties(
+    validator: Any, value: Any, instance: Any, schema: Any
+) -> Iterator[Any]:
+    # jsonschema decides which keys `patternProperties` evaluated with `re`, out of reach of a
+    # time limit: forms may not combine the two (validation refuses such a form).
+    if validator.is_type(instance, "object") and uses_pattern_properties(validator.schema):
+        yield ValidationError(
+            "unevaluatedProperties cannot be combined with patternProperties in a form",
+            validator=PATTERN_TIMEOUT_RULE,
+            validator_value=value,
+        )
+        return
+    yield from keywords.unevaluatedProperties(validator, value, instance, schema)
+
+
+#: Draft 2020-12 with every pattern of the schema matched under a time limit: the validator for
+#: forms, which are not PAO's own schemas.
+BoundedValidator = validators.extend(
+    Draft202012Validator,
+    {
+        "pattern": _pattern,
+        "patternProperties": _pattern_properties,
+        "additionalProperties": _additional_properties,
+        "unevaluatedProperties": _unevaluated_properties,
+    },
+)
+
 _FORM_VALIDATORS: dict[int, tuple[Any, Draft202012Validator]] = {}
 
 
@@ -108,9 +268,7 @@ def form_validator(form_schema: dict[str, Any]) -> Draft202012Validator:
     hit = _FORM_VALIDATORS.get(id(form_schema))
     if hit is not None and hit[0] is form_schema:
         return hit[1]
-    validator = Draft202012Validator(
-        form_schema, registry=registry(), format_checker=FormatChecker()
-    )
+    validator = BoundedValidator(form_schema, registry=registry(), format_checker=FormatChecker())
     if len(_FORM_VALIDATORS) > 1_000:
         _FORM_VALIDATORS.clear()
     _FORM_VALIDATORS[id(form_schema)] = (form_schema, validator)

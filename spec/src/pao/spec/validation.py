@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
+import regex
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -177,10 +180,18 @@ def _form_problems(form: dict[str, Any]) -> Iterator[Problem]:
                 pointer("form", "schema", *error.absolute_path),
             )
         return
+    if schemas.uses_pattern_properties(form) and "unevaluatedProperties" in json.dumps(form):
+        yield Problem(
+            "form-schema",
+            "unevaluatedProperties cannot be combined with patternProperties in a form "
+            "(use additionalProperties)",
+            pointer("form", "schema"),
+        )
     for path, pattern in _patterns(form, ()):
         try:
             re.compile(pattern)
-        except re.error as exc:
+            regex.compile(pattern)
+        except (re.error, regex.error) as exc:
             yield Problem(
                 "form-schema",
                 f"pattern {pattern!r} is not a regular expression: {exc}",
@@ -220,13 +231,19 @@ def _did_you_mean(word: str, candidates: Any) -> str:
 
 def _example_problems(form: dict[str, Any]) -> Iterator[Problem]:
     validator = schemas.form_validator(form)
-    for index, example in enumerate(form.get("examples") or []):
-        for error in validator.iter_errors(example):
-            yield Problem(
-                "form-example",
-                f"example {index} is not valid input: {error.message}",
-                pointer("form", "schema", "examples", index, *error.absolute_path),
-            )
+    examples = form.get("examples") or []
+    with schemas.pattern_budget():
+        found = [
+            (i, e) for i, example in enumerate(examples) for e in validator.iter_errors(example)
+        ]
+    for index, error in found:
+        yield Problem(
+            schemas.PATTERN_TIMEOUT_RULE
+            if error.validator == schemas.PATTERN_TIMEOUT_RULE
+            else "form-example",
+            f"example {index} is not valid input: {error.message}",
+            pointer("form", "schema", "examples", index, *error.absolute_path),
+        )
 
 
 def _mode_problems(item: dict[str, Any]) -> Iterator[Problem]:
@@ -288,6 +305,7 @@ def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Ite
         if "when" in action:
             yield from template_problems(action["when"], declared, pointer(*base, "when"))
         yield from _templates_in(action.get(kind), declared, (*base, kind))
+        yield from _module_path_problems(action, base)
         when = (action.get("approval") or {}).get("when") or {}
         if "changes" in when and kind != "terraform":
             yield Problem(
@@ -332,6 +350,7 @@ def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Ite
         if "when" in action:
             yield from template_problems(action["when"], declared, pointer(*base, "when"))
         yield from _templates_in(action.get(kind), declared, (*base, kind))
+        yield from _module_path_problems(action, base)
         earlier[name] = declared_outputs(action)
     fallback = fulfillment.get("fallback") or {}
     if "jira" in fallback:
@@ -344,6 +363,21 @@ def _action_problems(item: dict[str, Any], inputs: dict[str, Any] | None) -> Ite
             resource_outputs=on_resource,
         )
         yield from _templates_in(fallback["jira"], declared, ("fulfillment", "fallback", "jira"))
+
+
+def _module_path_problems(action: Mapping[str, Any], base: tuple[Any, ...]) -> Iterator[Problem]:
+    """A local module is a folder of the catalog: its path may not climb out of it."""
+    spec = action.get("terraform") if action["type"] == "terraform" else None
+    module = spec.get("module") if isinstance(spec, dict) else None
+    if not isinstance(module, str) or module.startswith("git::"):
+        return
+    path = PurePosixPath(module)
+    if path.is_absolute() or ".." in path.parts:
+        yield Problem(
+            "module-path",
+            f"module {module} leaves the catalog; name a folder under modules/ without '..'",
+            pointer(*base, "terraform", "module"),
+        )
 
 
 def declared_outputs(action: Mapping[str, Any]) -> frozenset[str]:

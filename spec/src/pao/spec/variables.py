@@ -13,12 +13,11 @@ import difflib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, nodes
 
-from pao.spec.sandbox import ENVIRONMENT, MAX_LOOP_DEPTH
+from pao.spec.sandbox import ENVIRONMENT, MAX_LOOP_DEPTH, source_cache
 
 #: Fields each fixed scope offers; `env` is free-form (per-environment settings from config).
 SCOPE_FIELDS: dict[str, frozenset[str] | None] = {
@@ -90,7 +89,7 @@ class ParsedTemplate:
         return "{" in self.source
 
 
-@lru_cache(maxsize=65_536)
+@source_cache(maxsize=8_192)
 def parse_template(source: str) -> ParsedTemplate:
     """References, filters and tests of a template; a syntax error is reported, not raised."""
     if "{" not in source:

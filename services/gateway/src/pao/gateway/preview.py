@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from pao.spec.rendering import (
     preview_context,
     redact_value,
     render_actions,
-    render_value,
+    render_spec,
 )
 from pao.spec.validation import declared_outputs
 from pao.spec.variables import Declarations, input_fields
@@ -59,12 +60,16 @@ async def validate_request(request: web.Request) -> web.Response:
     """Inputs against the form (conditionals included), then a dry render of every action."""
     body = await read_model(request, ValidateRequestBody)
     item = catalog_item(request, body.item_id)
-    problems = [p.as_dict() for p in input_problems(item["form"]["schema"], body.inputs)]
+    # Patterns and templates run in a worker thread, under their own time limits, so that a slow
+    # one holds up this request only, never the event loop.
+    found = await asyncio.to_thread(input_problems, item["form"]["schema"], body.inputs)
+    problems = [p.as_dict() for p in found]
     answer: dict[str, Any] = {"item_id": body.item_id, "item_version": item["metadata"]["version"]}
     if problems:
         return web.json_response({**answer, "valid": False, "problems": problems})
+    context = context_for(request, item, body.inputs)
     try:
-        rendered = render_actions(item, context_for(request, item, body.inputs))
+        rendered = await asyncio.to_thread(render_actions, item, context)
     except RenderError as exc:
         return web.json_response(
             {
@@ -96,7 +101,9 @@ async def preview_form(request: web.Request) -> web.Response:
     """The form as a UI shows it: fields in order, which are visible and required so far."""
     body = await read_model(request, PreviewFormBody)
     item = catalog_item(request, body.item_id)
-    described = describe_form(item["form"]["schema"], body.inputs, order=item["form"].get("order"))
+    described = await asyncio.to_thread(
+        describe_form, item["form"]["schema"], body.inputs, order=item["form"].get("order")
+    )
     metadata = item["metadata"]
     return web.json_response(
         {
@@ -113,7 +120,7 @@ async def preview_form(request: web.Request) -> web.Response:
 async def test_variables(request: web.Request) -> web.Response:
     """Each phase of the variables engine for a template, or for every template of an action."""
     body = await read_model(request, TestVariablesBody)
-    answer = _explain(request, body)
+    answer = await asyncio.to_thread(_explain, request, body)
     # Secret values given in the context are never rendered (secrets show as ***); in case one
     # also appears elsewhere in the context, it is blanked out of the answer too.
     given = body.context.get("secrets")
@@ -152,7 +159,8 @@ def _explain(request: web.Request, body: TestVariablesBody) -> dict[str, Any]:
         for path, source in templates_of(action[kind])
     ]
     try:
-        rendered: Any = render_value(
+        rendered: Any = render_spec(
+            kind,
             action[kind],
             {**context, "secrets": {n: "***" for n in context.get("secrets") or {}}},
             f"/fulfillment/actions/{index}",
