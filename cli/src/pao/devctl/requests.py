@@ -351,22 +351,29 @@ def logs(
             _print_entry(entry, g.output)
         return
     client = g.client()
+    after = 0
     try:
-        event = None
-        for line in client.stream_lines(f"/requests/{request_id}/logs", params={"follow": "true"}):
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-                if event == "end":
-                    if g.output is OutputFormat.json:
-                        console.print(
-                            json.dumps({"end": True, **data}), markup=False, highlight=False
-                        )
-                    else:
-                        console.print(f"-- request {data['status']}", markup=False)
-                    return
-                _print_entry(data, g.output)
+        # The server closes a stream that has lasted its longest without `end`: follow again
+        # from the last entry seen.
+        while True:
+            event = None
+            params = {"follow": "true", "after": str(after)}
+            for line in client.stream_lines(f"/requests/{request_id}/logs", params=params):
+                if line.startswith("id: ") and line[4:].isdigit():
+                    after = int(line[4:])
+                elif line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if event == "end":
+                        if g.output is OutputFormat.json:
+                            console.print(
+                                json.dumps({"end": True, **data}), markup=False, highlight=False
+                            )
+                        else:
+                            console.print(f"-- request {data['status']}", markup=False)
+                        return
+                    _print_entry(data, g.output)
     finally:
         client.close()
 

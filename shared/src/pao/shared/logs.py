@@ -39,6 +39,16 @@ def _add_logger_name(logger: Any, _: str, event_dict: dict[str, Any]) -> dict[st
     return event_dict
 
 
+def console_renderer() -> structlog.dev.ConsoleRenderer:
+    """structlog's console renderer, with tracebacks that never print local variables: a
+    frame's locals hold secrets (a token, a resolved secret, a DSN) that no log line may show."""
+    if structlog.dev.rich is not None:
+        formatter: Any = structlog.dev.RichTracebackFormatter(show_locals=False)
+    else:
+        formatter = structlog.dev.plain_traceback
+    return structlog.dev.ConsoleRenderer(exception_formatter=formatter)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog and the standard library logging to share one output."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -49,9 +59,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
-    )
+    renderer: Any = console_renderer() if use_console else structlog.processors.JSONRenderer()
     tail: list[Any] = [] if use_console else [structlog.processors.format_exc_info]
     structlog.configure(
         processors=[*shared, _add_logger_name, *tail, renderer],

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     http_port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, description="Largest accepted body.")
+    log_follows_per_user: int = Field(
+        default=4, ge=1, description="Log streams (logs?follow=true) one user may hold open."
+    )
+    log_follows_total: int = Field(
+        default=200, ge=1, description="Log streams one gateway holds open for all users."
+    )
+    log_follow_max_seconds: float = Field(
+        default=3600.0, gt=0, description="A log stream ends after this long; clients reconnect."
+    )
 
     data_dir: Path = Field(default=Path(".pao"), description="Local state of `pao up`.")
 
@@ -121,6 +130,16 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(default=5, ge=1, description="Failures that open a breaker.")
     breaker_seconds: float = Field(default=30.0, gt=0, description="How long a breaker stays open.")
     terraform_binary: str = Field(default="terraform")
+    terraform_state_url: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN of Terraform's state (pg backend); modules can read it, so "
+        "give it a role that owns only the terraform_* schemas. Unset: the database URL.",
+    )
+    terraform_passthrough_env: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated names of worker environment variables Terraform and its "
+        "modules also get (e.g. PGPASSWORD, HTTPS_PROXY); none by default.",
+    )
     notifications_file: Path | None = Field(default=None, description="Notification routing YAML.")
     notification_stale_seconds: float = Field(
         default=60.0,
@@ -147,6 +166,16 @@ class Settings(BaseSettings):
         description="PostgreSQL ends a session idle inside a transaction this long (a frozen "
         "process), releasing its locks; 0: never.",
     )
+    retry_cooldown_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least time between two retries of one request (429 with Retry-After).",
+    )
+    escalate_cooldown_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Least time between two escalations of one request (429 with Retry-After).",
+    )
     resource_expiry_notice_seconds: float = Field(
         default=86_400.0,
         ge=0,
@@ -169,7 +198,7 @@ class Settings(BaseSettings):
         "it was dispatched fails for good; its item's manual fallback then takes over.",
     )
 
-    @field_validator("rest_allowed_hosts", mode="before")
+    @field_validator("rest_allowed_hosts", "terraform_passthrough_env", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

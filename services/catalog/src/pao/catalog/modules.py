@@ -106,6 +106,10 @@ def pack(entries: Iterable[Entry], *, source: str, revision: str | None = None) 
     chosen = sorted(
         (e for e in entries if not excluded(PurePosixPath(e.path))), key=lambda e: e.path
     )
+    for entry in chosen:
+        name = PurePosixPath(entry.path)
+        if name.is_absolute() or ".." in name.parts or not name.parts:
+            raise ModuleError(f"{entry.path} points outside the module")
     if not chosen:
         raise ModuleError("the module holds no files")
     if not any("/" not in e.path and e.path.endswith((".tf", ".tf.json")) for e in chosen):
@@ -358,6 +362,8 @@ class ModuleSnapshots:
         if folder is None or folder.root is None:
             raise ModuleError("this catalog source has no files to read modules from")
         target = folder.root / relative
+        if not target.resolve().is_relative_to(folder.root.resolve()):
+            raise ModuleError(f"{path} is a symbolic link out of the catalog")
         if not target.is_dir():
             raise ModuleError(f"the catalog has no folder {path}")
         try:

@@ -68,7 +68,8 @@ class GitSource:
     """A git repository: URL, branch or tag, and the catalog's sub-path within it.
 
     Fetched with the `git` binary into a cache directory; an HTTPS token, when given, travels in
-    an HTTP header set per command, never in the URL or on disk.
+    an HTTP header set per command through git's environment, never in the URL, on a command
+    line or on disk.
     """
 
     def __init__(
@@ -96,14 +97,18 @@ class GitSource:
         return f"git:{self.url}@{self.ref}{sub}"
 
     async def _git(self, *args: str, cwd: Path | None = None, token: str | None = None) -> str:
-        config: list[str] = []
-        if token:
-            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-            config = ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        if token:
+            # Through git's configuration variables, not `-c` (the process list shows every
+            # command line to every user; a process's environment only to its owner).
+            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+            env |= {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
         proc = await asyncio.create_subprocess_exec(
             "git",
-            *config,
             *args,
             cwd=cwd,
             env=env,

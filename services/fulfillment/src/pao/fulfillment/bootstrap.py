@@ -25,6 +25,7 @@ from pao.fulfillment.rest import RestExecutor
 from pao.fulfillment.restauth import AwsAccess
 from pao.fulfillment.steps import Parts
 from pao.fulfillment.terraform import TerraformRunner
+from pao.fulfillment.tickets import Tickets
 from pao.fulfillment.worker import Worker
 from pao.shared.environments import environments, system_scope
 from pao.shared.runtime import Scope
@@ -99,12 +100,14 @@ async def parts_from_settings(scope: Scope) -> Parts:
                 token=credentials.token,
             ),
             JiraSettings(correlation_field=settings.jira_correlation_field),
+            Tickets(scope.pool),
         )
     assert settings.database_url
     runner = TerraformRunner(
         work_root=settings.data_dir.resolve() / "terraform",
-        state_dsn=settings.database_url,
+        state_dsn=settings.terraform_state_url or settings.database_url,
         binary=settings.terraform_binary,
+        passthrough_env=settings.terraform_passthrough_env,
     )
     definitions_by_hash = Definitions(scope.pool)
     by_environment = environments(settings)

@@ -10,16 +10,17 @@ and REST calls alike. The REST executor has its own module, `rest`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import asyncpg
 import structlog
 
 from pao.fulfillment.definitions import Definitions
-from pao.fulfillment.jira import JiraClient, JiraError, JiraIssue
+from pao.fulfillment.jira import JiraClient, JiraError, JiraIssue, account_of
 from pao.fulfillment.modules import ModuleCache, ModuleUnavailable
 from pao.fulfillment.terraform import TerraformError, TerraformRunner
+from pao.fulfillment.tickets import Tickets
 
 log = structlog.get_logger(__name__)
 
@@ -109,11 +110,20 @@ class JiraSettings:
 
 
 class JiraExecutor:
-    """Opens an action's issue (once), reads it, and writes comments and priorities."""
+    """Opens an action's issue (once), reads it, and writes comments and priorities.
 
-    def __init__(self, client: JiraClient, settings: JiraSettings) -> None:
+    A run adopts only an issue PAO opened for it: the one whose key it recorded, or, after a
+    stop between JIRA's answer and that record, the oldest carrying the run's own random label
+    in the action's project, filed by PAO's account when PAO has one (see
+    `pao.fulfillment.tickets`). Anything else is someone else's and is ignored.
+    """
+
+    def __init__(self, client: JiraClient, settings: JiraSettings, tickets: Tickets) -> None:
         self._client = client
         self._settings = settings
+        self._tickets = tickets
+        self._account: str | None = None
+        self._account_known = False
 
     def system_of(self, spec: dict[str, Any]) -> str:
         return "jira"
@@ -123,31 +133,88 @@ class JiraExecutor:
         return TicketOpen(issue.key, issue.url)
 
     async def open_issue(self, spec: dict[str, Any], key: RunKey) -> JiraIssue:
-        """The run's issue: found by its label if it already exists, else created."""
-        label = key.label
-        correlation_id = key.correlation_id
+        """The run's issue: the one it recorded or, resumed after a stop, left; else created."""
+        project = spec["project"]
         try:
-            existing = await self._client.find_issue_by_label(label)
-            if existing is not None:
-                return existing
-            fields: dict[str, Any] = {
-                "project": {"key": spec["project"]},
-                "issuetype": {"name": spec["issue_type"]},
-                "summary": spec["summary"],
-                "labels": [*dict.fromkeys([*(spec.get("labels") or []), "pao", label])],
-            }
-            if spec.get("description"):
-                fields["description"] = spec["description"]
-            if spec.get("priority"):
-                fields["priority"] = {"name": spec["priority"]}
-            if spec.get("components"):
-                fields["components"] = [{"name": c} for c in spec["components"]]
-            fields.update(spec.get("fields") or {})
-            if self._settings.correlation_field and correlation_id:
-                fields[self._settings.correlation_field] = correlation_id
-            return await self._client.create_issue(fields)
+            opening = await self._tickets.begin(
+                key.request_id, key.action, key.generation, project=project
+            )
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise ActionError(
+                f"the opening of the issue cannot be recorded now: {exc}", transient=True
+            ) from exc
+        try:
+            if opening.issue_key is not None:
+                return await self._client.get_issue(opening.issue_key)
+            issue = None
+            if opening.resumed:
+                issue = await self._left_by_earlier_attempt(opening.label, project)
+            if issue is None:
+                issue = await self._client.create_issue(self._fields(spec, key, opening.label))
         except JiraError as exc:
             raise _from_jira(exc) from exc
+        try:
+            await self._tickets.opened(key.request_id, key.action, key.generation, issue.key)
+        except (asyncpg.PostgresError, OSError) as exc:
+            # The next attempt finds the issue by the run's own label, in the project.
+            raise ActionError(
+                f"{issue.key} was opened but cannot be recorded now: {exc}", transient=True
+            ) from exc
+        return issue
+
+    def _fields(self, spec: dict[str, Any], key: RunKey, own_label: str) -> dict[str, Any]:
+        labels = [*(spec.get("labels") or []), "pao", key.label, own_label]
+        fields: dict[str, Any] = {
+            "project": {"key": spec["project"]},
+            "issuetype": {"name": spec["issue_type"]},
+            "summary": spec["summary"],
+            "labels": [*dict.fromkeys(labels)],
+        }
+        if spec.get("description"):
+            fields["description"] = spec["description"]
+        if spec.get("priority"):
+            fields["priority"] = {"name": spec["priority"]}
+        if spec.get("components"):
+            fields["components"] = [{"name": c} for c in spec["components"]]
+        fields.update(spec.get("fields") or {})
+        if self._settings.correlation_field and key.correlation_id:
+            fields[self._settings.correlation_field] = key.correlation_id
+        return fields
+
+    async def _pao_account(self) -> str | None:
+        """PAO's own JIRA account, asked once; None when PAO calls without credentials (JIRA
+        then answers for an anonymous or shared user, whose issues anyone could file) or JIRA
+        takes it for no one. Without an account, the run's own label is the only proof."""
+        if not self._account_known and not self._client.authenticated:
+            self._account, self._account_known = None, True
+        if not self._account_known:
+            try:
+                self._account = account_of(await self._client.myself())
+            except JiraError as exc:
+                if exc.transient:
+                    raise
+                log.warning("JIRA does not say which account PAO is", error=exc.message)
+                self._account = None
+            self._account_known = True
+        return self._account
+
+    async def _left_by_earlier_attempt(self, own_label: str, project: str) -> JiraIssue | None:
+        """The oldest issue with the run's own label in the project (filed by PAO's account,
+        when PAO has one)."""
+        account = await self._pao_account()
+        for issue in await self._client.find_issues_by_label(own_label):
+            filed_by = {issue.creator, issue.reporter} - {None}
+            if issue.project == project and (account is None or filed_by == {account}):
+                return issue
+            log.warning(
+                "an issue carries the run's own label but PAO did not open it; ignored",
+                issue=issue.key,
+                project=issue.project,
+                expected_project=project,
+                filed_by=sorted(filed_by),
+                pao_account=account,
+            )
+        return None
 
     async def read(self, key: str) -> JiraIssue:
         """The issue as JIRA has it now."""
@@ -168,6 +235,21 @@ class JiraExecutor:
 
 def _from_jira(exc: JiraError) -> ActionError:
     return ActionError(f"JIRA: {exc.message}", transient=exc.transient, retry_after=exc.retry_after)
+
+
+def _module_in_catalog(catalog_root: Path, module: str) -> Path:
+    """The catalog folder of a local module; refused when the path (or a link on it) leaves
+    the catalog, since the module's code runs on the worker."""
+    relative = PurePosixPath(module)
+    inside = not relative.is_absolute() and ".." not in relative.parts and bool(relative.parts)
+    folder = catalog_root.joinpath(*relative.parts)
+    if not inside or not folder.resolve().is_relative_to(catalog_root.resolve()):
+        raise ActionError(
+            f"module {module} is outside the catalog: a module path names a folder under the "
+            "catalog root (modules/...), without .., absolute paths or links out",
+            transient=False,
+        )
+    return folder
 
 
 class TerraformExecutor:
@@ -198,6 +280,8 @@ class TerraformExecutor:
         """Where the spec's module is: its snapshot for the definition `item_hash`, unpacked
         under the runner's work root; without one, the catalog folder on disk (never for git)."""
         module = spec["module"]
+        if not module.startswith("git::"):
+            _module_in_catalog(self._catalog_root, module)
         module_hash = None
         if item_hash is not None and self._definitions is not None:
             try:
@@ -225,7 +309,7 @@ class TerraformExecutor:
             module=module,
             item_hash=item_hash,
         )
-        return self._catalog_root / module
+        return _module_in_catalog(self._catalog_root, module)
 
     async def run(self, spec: dict[str, Any], key: RunKey) -> Outcome:
         """Apply in one go (plan and apply together), for callers without a plan step (and

@@ -37,7 +37,7 @@ from pao.fulfillment.terraform import Interrupted, StalePlan, TerraformError
 from pao.shared.eventstore import EventStore
 from pao.shared.secrets import SecretNotFound, SecretProvider
 from pao.spec.lifecycle import actions_for, manual_ticket
-from pao.spec.rendering import RenderError, redact_value, render_value
+from pao.spec.rendering import RenderError, redact_value, render_spec, render_value
 
 log = structlog.get_logger(__name__)
 
@@ -163,7 +163,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
             skipped = ev.ExecutionSkipped(**_about(job), reason="its condition is false")
             await settle(parts, job, skipped, finish(job))
             return
-        shown = render_value(definition[kind], context, f"/{kind}")
+        shown = render_spec(kind, definition[kind], context, f"/{kind}")
         spec = shown
         if names:
             secrets = await real_secrets(item, names, parts.secrets)
@@ -175,7 +175,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
                 environments=parts.environments,
                 secrets=secrets,
             )
-            spec = render_value(definition[kind], real, f"/{kind}")
+            spec = render_spec(kind, definition[kind], real, f"/{kind}")
     except (RenderError, SecretNotFound) as exc:
         failed = ev.ExecutionFailed(**_about(job), error=str(exc), attempts=job.attempt)
         await settle(parts, job, failed, finish(job, str(exc)))
@@ -186,7 +186,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
         )
         await settle(parts, job, started, _nothing)
     if kind == "terraform":
-        await _plan(parts, job, fulfillment, definition, spec, replaces=None)
+        await _plan(parts, job, fulfillment, definition, spec, replaces=None, hidden=hidden)
         return
     executor = parts.executors[kind]
     key = RunKey(
@@ -388,28 +388,36 @@ async def comment(parts: Parts, job: jobs.Job) -> None:
 
 async def _rendered(
     parts: Parts, fulfillment: ledger.Fulfillment, item: dict[str, Any], definition: dict[str, Any]
-) -> dict[str, Any]:
-    """The action's spec with real secrets, for the executor's own call."""
+) -> tuple[dict[str, Any], list[str]]:
+    """The action's spec with real secrets, for the executor's own call, and the forms of those
+    secrets to redact from what the call reports."""
     kind = definition["type"]
     names = secrets_used(definition[kind])
     secrets = await real_secrets(item, names, parts.secrets) if names else None
     context = run_context(
         fulfillment, item, system=parts.system, environments=parts.environments, secrets=secrets
     )
-    return render_value(definition[kind], context, f"/{kind}")
+    hidden = secret_forms(secrets[name] for name in names) if secrets else []
+    return render_spec(kind, definition[kind], context, f"/{kind}"), hidden
 
 
-async def _not_run(parts: Parts, job: jobs.Job, definition: dict[str, Any], exc: Exception) -> None:
+async def _not_run(
+    parts: Parts, job: jobs.Job, definition: dict[str, Any], exc: Exception, hidden: list[str]
+) -> None:
     """A Terraform step that did not get to the end: parked behind its breaker, or an attempt
-    that failed (retried later if the error may pass)."""
+    that failed (retried later if the error may pass). Terraform quotes values in its errors
+    (a failed condition, a provisioner's output): the run's secrets are redacted, however short."""
     if isinstance(exc, Parked):
         await park_or_give_up(parts, job, definition, exc)
     elif isinstance(exc, TerraformError):
-        error = ActionError(f"Terraform: {exc}", transient=exc.transient)
-        await _failed_attempt(parts, job, definition, error)
+        message = redact_value(f"Terraform: {exc}", hidden)
+        await _failed_attempt(parts, job, definition, ActionError(message, transient=exc.transient))
     else:
         assert isinstance(exc, ActionError)
-        await _failed_attempt(parts, job, definition, exc)
+        error = ActionError(
+            redact_value(exc.message, hidden), transient=exc.transient, retry_after=exc.retry_after
+        )
+        await _failed_attempt(parts, job, definition, error)
 
 
 def _terraform(parts: Parts) -> TerraformExecutor:
@@ -418,14 +426,15 @@ def _terraform(parts: Parts) -> TerraformExecutor:
     return executor
 
 
-def _watchers(parts: Parts, job: jobs.Job):
-    """What a Terraform run reports as it goes, and how it learns of an abort."""
+def _watchers(parts: Parts, job: jobs.Job, hidden: list[str]):
+    """What a Terraform run reports as it goes (the run's secrets redacted), and how it learns
+    of an abort."""
 
     async def on_message(entry: dict[str, Any]) -> None:
         logged = ev.ExecutionLogged(
             **_about(job),
             level={"warn": "warning"}.get(entry["level"], entry["level"]),
-            message=entry["message"][:2000],
+            message=redact_value(entry["message"], hidden)[:2000],
             address=entry.get("address"),
         )
         try:
@@ -470,12 +479,13 @@ async def _plan(
     spec: dict[str, Any],
     *,
     replaces: str | None,
+    hidden: list[str],
 ) -> None:
     """Plan the action in its resource's workspace and store the plan; the request decides
     what follows (an approval, or the apply)."""
     executor = _terraform(parts)
     workspace = provisioning.workspace_of(fulfillment, job.action)
-    on_message, should_stop = _watchers(parts, job)
+    on_message, should_stop = _watchers(parts, job, hidden)
     try:
         async with parts.breakers.guard("terraform"):
             await _release_orphaned_lock(parts, workspace)
@@ -489,9 +499,11 @@ async def _plan(
                 run_tag=provisioning.run_tag(job),
             )
     except (Parked, TerraformError, ActionError) as exc:
-        await _not_run(parts, job, definition, exc)
+        await _not_run(parts, job, definition, exc, hidden)
         return
     summary = provisioning.summary_of(plan, provisioning.new_plan_id())
+    # A secret passed to a variable the module does not mark sensitive shows in the changes.
+    summary = summary.model_copy(update={"changes": redact_value(summary.changes, hidden)})
 
     async def keep(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
         await provisioning.store_plan(conn, job, workspace=workspace, plan=plan, summary=summary)
@@ -519,7 +531,7 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
         return
     definition = action_definition(item, job.action, fulfillment.kind)
     try:
-        spec = await _rendered(parts, fulfillment, item, definition)
+        spec, hidden = await _rendered(parts, fulfillment, item, definition)
     except (RenderError, SecretNotFound) as exc:
         failed = ev.ExecutionFailed(**_about(job), error=str(exc), attempts=job.attempt)
         await settle(parts, job, failed, finish(job, str(exc)))
@@ -528,7 +540,7 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
         applying = ev.ExecutionApplying(**_about(job), plan_id=plan_id, attempt=job.attempt)
         await settle(parts, job, applying, _nothing)
     executor = _terraform(parts)
-    on_message, should_stop = _watchers(parts, job)
+    on_message, should_stop = _watchers(parts, job, hidden)
     try:
         async with parts.breakers.guard("terraform"):
             await _release_orphaned_lock(parts, stored["workspace"])
@@ -543,22 +555,25 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
             )
     except StalePlan:
         log.info("the plan no longer applies; planning again", plan_id=plan_id)
-        await _plan(parts, job, fulfillment, definition, spec, replaces=plan_id)
+        await _plan(parts, job, fulfillment, definition, spec, replaces=plan_id, hidden=hidden)
         return
     except Interrupted as exc:
-        error = f"Terraform was interrupted (the request was aborted): {exc.message}"
+        error = redact_value(
+            f"Terraform was interrupted (the request was aborted): {exc.message}", hidden
+        )
         failed = ev.ExecutionFailed(**_about(job), error=error, attempts=job.attempt)
         await settle(parts, job, failed, finish(job, error))
         return
     except (Parked, TerraformError, ActionError) as exc:
-        await _not_run(parts, job, definition, exc)
+        await _not_run(parts, job, definition, exc, hidden)
         return
 
     async def done_with_plan(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
         await provisioning.mark_applied(conn, plan_id)
         await jobs.finish(conn, job)
 
-    outputs = provisioning.shown_outputs(applied.outputs, applied.sensitive)
+    # Sensitive outputs are only named; a plain one may still echo a secret the run was given.
+    outputs = redact_value(provisioning.shown_outputs(applied.outputs, applied.sensitive), hidden)
     done = ev.ExecutionSucceeded(**_about(job), outputs=outputs)
     await settle(parts, job, done, done_with_plan)
 

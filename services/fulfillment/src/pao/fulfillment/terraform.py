@@ -52,6 +52,12 @@ _LINE_LIMIT = 32 * 1024 * 1024
 _MASKED = "***"
 _UNKNOWN = "(known after apply)"
 _STALE_MARKER = "saved plan is stale"
+# Where each workspace's runs get their HOME (a workspace slug never starts with a dot).
+_HOMES = ".home"
+# What terraform takes from the worker's environment without being told: nothing secret.
+_INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# The worker's own variable values and registry tokens are not the module's business.
+_TF_WITHHELD = ("TF_VAR_", "TF_TOKEN_")
 
 _APPLICATION_PREFIX = "pao-tf:"
 # PostgreSQL keeps the first 63 bytes of application_name; a longer tag would come back cut.
@@ -180,6 +186,7 @@ class _Call:
     """What the terraform commands of one public call share."""
 
     work_dir: Path
+    home: Path
     deadline: float
     secrets: list[str]
     conn_str: str
@@ -247,6 +254,39 @@ def _secrets_in(variables: Mapping[str, Any], dsn: str) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
+def terraform_env(
+    worker_env: Mapping[str, str],
+    *,
+    home: Path,
+    conn_str: str,
+    passthrough: Sequence[str] = (),
+) -> dict[str, str]:
+    """The environment terraform (and the module's provisioners) run with.
+
+    A module is catalog code: its local-exec provisioners see everything terraform sees. So it
+    gets what running terraform takes, and none of the worker's own settings or credentials
+    (PAO_*, AWS_*, ...): the operator names any other variable a module needs in `passthrough`.
+    """
+    env = {name: worker_env[name] for name in _INHERITED if name in worker_env}
+    env.update(
+        (name, value)
+        for name, value in worker_env.items()
+        if name.startswith("TF_") and not name.startswith(_TF_WITHHELD)
+    )
+    env.update((name, worker_env[name]) for name in passthrough if name in worker_env)
+    env.update(
+        HOME=str(home),
+        TF_IN_AUTOMATION="1",
+        TF_INPUT="0",
+        CHECKPOINT_DISABLE="1",
+        # Through the environment rather than -backend-config, so the connection string (which
+        # may hold a password) is neither on a command line nor saved in .terraform/.
+        PG_CONN_STR=conn_str,
+    )
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
 def _redact(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
@@ -275,8 +315,10 @@ class TerraformRunner:
         timeout: float = 1800,
         lock_timeout: float = 60,
         interrupt_grace: float = 30,
+        passthrough_env: Sequence[str] = (),
     ) -> None:
         self.work_root = work_root
+        self.passthrough_env = tuple(passthrough_env)
         self.binary = binary
         self.timeout = timeout
         self.lock_timeout = lock_timeout
@@ -475,6 +517,7 @@ class TerraformRunner:
         application_name = _APPLICATION_PREFIX + run_tag_label(run_tag) if run_tag else None
         return _Call(
             work_dir=self.work_root / slug,
+            home=self.work_root / _HOMES / slug,
             deadline=time.monotonic() + self.timeout,
             secrets=_secrets_in(variables, self._state_dsn),
             conn_str=backend_conn_str(self._state_dsn, application_name=application_name),
@@ -487,6 +530,7 @@ class TerraformRunner:
     ) -> None:
         """A fresh working directory with the module, initialised against the workspace."""
         backend = await asyncio.to_thread(_prepare_work_dir, module_dir, call.work_dir)
+        await asyncio.to_thread(_fresh_private_dir, call.home)
         state_in_postgres = backend in (None, "pg")
         init = ["init", "-input=false", "-no-color"]
         if state_in_postgres:
@@ -575,15 +619,9 @@ class TerraformRunner:
         should_stop = call.should_stop if stoppable else None
         if should_stop is not None and await should_stop():
             raise Interrupted(f"{command} was not started: the run was asked to stop")
-        env = {
-            **os.environ,
-            "TF_IN_AUTOMATION": "1",
-            "TF_INPUT": "0",
-            "CHECKPOINT_DISABLE": "1",
-            # Through the environment rather than -backend-config, so the connection string
-            # (which may hold a password) is neither on a command line nor saved in .terraform/.
-            "PG_CONN_STR": call.conn_str,
-        }
+        env = terraform_env(
+            os.environ, home=call.home, conn_str=call.conn_str, passthrough=self.passthrough_env
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 self.binary,
@@ -957,6 +995,7 @@ def _prepare_work_dir(module_dir: Path, work_dir: Path) -> str | None:
     """A fresh copy of the module in `work_dir`, with a pg backend unless it names its own."""
     if not module_dir.is_dir() or not any(module_dir.glob("*.tf")):
         raise TerraformError(f"no Terraform module at {module_dir}")
+    _refuse_links_out(module_dir)
     if work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -974,6 +1013,27 @@ def _prepare_work_dir(module_dir: Path, work_dir: Path) -> str | None:
         target = work_dir / f"pao_{_BACKEND_FILE}"
     target.write_text('terraform {\n  backend "pg" {}\n}\n')
     return None
+
+
+def _refuse_links_out(module_dir: Path) -> None:
+    """Refuse a module with a symbolic link that resolves outside it: copying the module
+    follows links, so one would bring in (and hand the module) files from anywhere."""
+    root = module_dir.resolve()
+    for current, dirs, files in os.walk(module_dir):
+        for name in (*dirs, *files):
+            path = Path(current) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                relative = path.relative_to(module_dir).as_posix()
+                raise TerraformError(
+                    f"module {module_dir.name}: {relative} is a symbolic link out of the module"
+                )
+
+
+def _fresh_private_dir(path: Path) -> None:
+    """An empty folder at `path` only its owner can enter."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(mode=0o700, parents=True)
 
 
 def _write_private(path: Path, content: str | bytes) -> None:

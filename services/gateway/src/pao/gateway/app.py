@@ -19,9 +19,11 @@ from pao.gateway import (
     validation,
     webhooks,
 )
+from pao.gateway.follows import LogFollows
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import (
     CATALOG,
+    FOLLOWS,
     KEYS,
     POOL,
     READINESS_CHECKS,
@@ -56,6 +58,9 @@ def create_app(
     app[CATALOG] = catalog_parts
     app[STORE] = catalog_parts.store
     app[SECRETS] = secrets or secret_provider(settings)
+    app[FOLLOWS] = LogFollows(
+        per_user=settings.log_follows_per_user, total=settings.log_follows_total
+    )
     app[READINESS_CHECKS] = (
         list(readiness_checks)
         if readiness_checks is not None

@@ -10,12 +10,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from pao.contracts.errors import PaoError
 from pao.contracts.health import ComponentCheck, Health, Readiness, Version
+from pao.gateway.middleware import caller_identity
 from pao.gateway.resources import READINESS_CHECKS, ReadinessCheck
 
 routes = web.RouteTableDef()
 
 CHECK_TIMEOUT = 3.0
+#: What an unsigned caller hears of a part.
+PUBLIC_DETAIL = {True: "ok", False: "unavailable"}
 
 
 def pao_version() -> str:
@@ -34,11 +38,25 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/health/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Every dependency answers: 200, else 503 naming the parts that are down."""
+    """Every dependency answers: 200, else 503 naming the parts that are down.
+
+    The probe is public, so only a signed caller hears the details (error texts, addresses, the
+    catalog's source); anyone else gets each part's name, verdict and latency.
+    """
     checks = await asyncio.gather(*(run_check(c) for c in request.app[READINESS_CHECKS]))
     ok = all(c.ok for c in checks)
+    if not await _is_signed(request):
+        checks = [c.model_copy(update={"detail": PUBLIC_DETAIL[c.ok]}) for c in checks]
     body = Readiness(status="ready" if ok else "not_ready", checks=list(checks))
     return web.json_response(body.model_dump(), status=200 if ok else 503)
+
+
+async def _is_signed(request: web.Request) -> bool:
+    try:
+        await caller_identity(request)
+    except PaoError:
+        return False
+    return True
 
 
 @routes.get("/api/v1/version")

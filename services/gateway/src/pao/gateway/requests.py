@@ -16,7 +16,15 @@ from pao.contracts.requests import AbortBody, DecisionBody, EscalateBody, Submit
 from pao.gateway.bodies import read_model
 from pao.gateway.identity import requester_of
 from pao.gateway.params import int_param, text_param
-from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, POOL, SETTINGS, STORE
+from pao.gateway.resources import (
+    CATALOG,
+    CORRELATION_ID,
+    FOLLOWS,
+    IDENTITY,
+    POOL,
+    SETTINGS,
+    STORE,
+)
 from pao.request import handlers, queries
 from pao.shared.environments import environments, system_scope
 from pao.shared.keystore import Identity
@@ -24,6 +32,7 @@ from pao.shared.keystore import Identity
 routes = web.RouteTableDef()
 
 _FOLLOW_POLL = 0.25
+_FOLLOW_POLL_MAX = 2.0
 _KEEPALIVE = 15.0
 #: How long a read waits for a request just submitted to reach the read models.
 _PROJECTION_WAIT = 2.0
@@ -213,12 +222,19 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     resume = request.headers.get("Last-Event-ID", "")
     if resume.isdigit():  # an event-stream client reconnecting
         after = max(after, int(resume))
-    pool = request.app[POOL]
     if request.query.get("follow", "false").lower() not in ("true", "1", "yes"):
-        entries = await queries.get_logs(pool, request_id, after=after)
+        entries = await queries.get_logs(request.app[POOL], request_id, after=after)
         return web.json_response(
             {"request_id": request_id, "status": found["status"], "entries": entries}
         )
+    with request.app[FOLLOWS].held(request[IDENTITY].user):
+        return await _follow_logs(request, request_id, after)
+
+
+async def _follow_logs(request: web.Request, request_id: str, after: int) -> web.StreamResponse:
+    """Stream the request's new log entries until it ends or the stream has lasted its most;
+    a quiet stream polls less often, down to once every _FOLLOW_POLL_MAX seconds."""
+    pool = request.app[POOL]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -229,6 +245,8 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
+    ends_at = loop.time() + request.app[SETTINGS].log_follow_max_seconds
+    pause = _FOLLOW_POLL
     try:
         while True:
             entries = await queries.get_logs(pool, request_id, after=after)
@@ -244,10 +262,15 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
                     f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
                 )
                 break
+            if loop.time() >= ends_at:
+                # An event-stream client reconnects, resuming after the last id it saw.
+                await response.write(b": the stream has lasted its most; reconnect\n\n")
+                break
             if loop.time() - quiet_since > _KEEPALIVE:
                 await response.write(b": keep-alive\n\n")
                 quiet_since = loop.time()
-            await asyncio.sleep(_FOLLOW_POLL)
+            pause = _FOLLOW_POLL if entries else min(pause * 2, _FOLLOW_POLL_MAX)
+            await asyncio.sleep(min(pause, max(0.0, ends_at - loop.time())))
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away
     return response
@@ -261,6 +284,7 @@ async def retry(request: web.Request) -> web.Response:
         store=request.app[STORE],
         authorize=_authorizer(request),
         correlation_id=request[CORRELATION_ID],
+        cooldown=request.app[SETTINGS].retry_cooldown_seconds,
     )
     return web.json_response(
         {"request_id": event.request_id, "status": "in_progress", "retried": event.actions},
@@ -301,6 +325,7 @@ async def escalate(request: web.Request) -> web.Response:
         store=request.app[STORE],
         authorize=_authorizer(request),
         correlation_id=request[CORRELATION_ID],
+        cooldown=request.app[SETTINGS].escalate_cooldown_seconds,
     )
     return web.json_response(
         {

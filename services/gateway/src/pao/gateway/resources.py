@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
+from pao.gateway.follows import LogFollows
 from pao.shared.eventstore import EventStore
 from pao.shared.keystore import Identity, KeyStore
 from pao.shared.secrets import SecretProvider
@@ -30,6 +31,7 @@ READINESS_CHECKS = web.AppKey("readiness_checks", list[ReadinessCheck])
 CATALOG = web.AppKey("catalog", CatalogParts)
 STORE = web.AppKey("store", EventStore)
 SECRETS = web.AppKey("secrets", SecretProvider)
+FOLLOWS = web.AppKey("log_follows", LogFollows)
 
 IDENTITY = web.RequestKey("identity", Identity)
 CORRELATION_ID = web.RequestKey("correlation_id", str)

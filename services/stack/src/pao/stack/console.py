@@ -30,15 +30,41 @@ def settings_with(**overrides: object) -> Settings:
     return settings.model_copy(update=values) if values else settings
 
 
+#: How the example files (deploy/keys.example.yaml, compose.yaml) mark a value to replace.
+EXAMPLE_MARKER = "change-me"
+
+
 def load_keys(settings: Settings) -> KeyStore:
-    """The key store named by the settings (empty without one); a bad file ends the command."""
+    """The key store named by the settings (empty without one); a bad file, or one that still
+    holds an example secret, ends the command."""
+    refuse_example_secrets(settings)
     if settings.keys_file is None:
         return KeyStore()
     try:
-        return KeyStore.from_file(settings.keys_file)
+        keys = KeyStore.from_file(settings.keys_file)
     except KeyStoreError as exc:
         fail(str(exc))
         raise
+    for entry in keys.entries():
+        if entry.secret_access_key.get_secret_value().startswith(EXAMPLE_MARKER):
+            fail(
+                f"{settings.keys_file}: key {entry.access_key_id} still has the example secret; "
+                "give every key its own secret (`pao keys init FILE` writes a store with a new "
+                "admin key)"
+            )
+    return keys
+
+
+def refuse_example_secrets(settings: Settings) -> None:
+    """End the command when a shared secret of the settings is still an example value: anyone
+    who read the example could sign webhooks or pose as API Gateway."""
+    for name in ("github_webhook_secret", "apigateway_secret"):
+        value = getattr(settings, name)
+        if isinstance(value, str) and value.startswith(EXAMPLE_MARKER):
+            fail(
+                f"PAO_{name.upper()} is still the example value; set a secret of your own "
+                "(e.g. `openssl rand -base64 32`) or leave it unset"
+            )
 
 
 def running_stack(settings: Settings) -> dict[str, Any] | None:
