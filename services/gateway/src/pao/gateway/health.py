@@ -1,8 +1,10 @@
-"""Phase 1 routes: liveness, readiness and version. Public, for load balancers."""
+"""Phase 1 routes: liveness, readiness, version and the OpenAPI document. Public: load balancers
+probe them, and clients read the API's description before they can sign."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import platform
 import time
@@ -10,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from pao.contracts import openapi
 from pao.contracts.errors import PaoError
 from pao.contracts.health import ComponentCheck, Health, Readiness, Version
 from pao.gateway.middleware import caller_identity
@@ -68,6 +71,17 @@ async def version_info(request: web.Request) -> web.Response:
         git_sha=os.environ.get("PAO_GIT_SHA"),
     )
     return web.json_response(body.model_dump())
+
+
+@functools.cache
+def _openapi_text() -> str:
+    return openapi.render()
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API (docs/openapi.json)."""
+    return web.Response(text=_openapi_text(), content_type="application/json")
 
 
 async def run_check(check: ReadinessCheck) -> ComponentCheck:

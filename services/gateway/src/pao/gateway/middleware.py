@@ -22,8 +22,10 @@ from pao.shared.outages import database_away
 
 log = structlog.get_logger("pao.gateway")
 
-#: Probes load balancers call without credentials.
-PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/api/v1/version"})
+#: Probes load balancers call, and the API's description, without credentials.
+PUBLIC_PATHS = frozenset(
+    {"/api/v1/health", "/api/v1/health/ready", "/api/v1/version", "/api/v1/openapi.json"}
+)
 #: Paths that carry their own authentication (GitHub's HMAC signature).
 SELF_AUTHENTICATED_PATHS = frozenset({"/api/v1/webhooks/github"})
 
