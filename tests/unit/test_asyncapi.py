@@ -14,6 +14,7 @@ import pytest
 from pao.contracts.asyncapi import document
 from pao.contracts.events import ALL_EVENTS, CATALOG_EVENTS, REQUEST_EVENTS
 from pao.contracts.topics import ALL_TOPICS, DEAD_LETTER_TOPIC
+from support.documents import refs, resolve
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 REGENERATE = "regenerate it: python -m pao.contracts.asyncapi > docs/asyncapi.json"
@@ -24,29 +25,9 @@ def doc() -> dict[str, Any]:
     return document()
 
 
-def _resolve(doc: dict[str, Any], ref: str) -> Any:
-    assert ref.startswith("#/"), ref
-    node: Any = doc
-    for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        assert isinstance(node, dict), ref
-        assert part in node, f"{ref} does not resolve"
-        node = node[part]
-    return node
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return found + [r for value in node.values() for r in _refs(value)]
-    if isinstance(node, list):
-        return [r for value in node for r in _refs(value)]
-    return []
-
-
 def _channel_messages(doc: dict[str, Any], topic: str) -> dict[str, Any]:
     channel = doc["channels"][topic]
-    return {name: _resolve(doc, m["$ref"]) for name, m in channel["messages"].items()}
+    return {name: resolve(doc, m["$ref"]) for name, m in channel["messages"].items()}
 
 
 def test_the_committed_document_is_the_generated_one(doc: dict[str, Any]) -> None:
@@ -76,7 +57,7 @@ def test_every_topic_is_a_channel_with_a_message_and_a_receive_operation(
     received = {}
     for operation in doc["operations"].values():
         assert operation["action"] == "receive"
-        received[_resolve(doc, operation["channel"]["$ref"])["address"]] = operation
+        received[resolve(doc, operation["channel"]["$ref"])["address"]] = operation
     for topic in ALL_TOPICS:
         assert doc["channels"][topic]["address"] == topic
         assert _channel_messages(doc, topic), f"{topic} has no message"
@@ -89,8 +70,8 @@ def test_the_document_is_well_formed(doc: dict[str, Any]) -> None:
     assert doc["info"]["title"] == "PAO events"
     assert doc["info"]["version"]
     assert {s["protocol"] for s in doc["servers"].values()} == {"kafka"}
-    for ref in _refs(doc):
-        _resolve(doc, ref)
+    for ref in refs(doc):
+        resolve(doc, ref)
 
 
 def test_each_event_message_carries_the_envelope_key_and_headers(doc: dict[str, Any]) -> None:
@@ -110,7 +91,7 @@ def test_each_event_message_carries_the_envelope_key_and_headers(doc: dict[str, 
 def test_an_event_payload_is_its_models_json_schema(doc: dict[str, Any]) -> None:
     data = doc["components"]["messages"]["RequestSubmitted"]["payload"]["properties"]["data"]
     assert {"request_id", "item_id", "inputs", "requester"} <= set(data["required"])
-    assert _resolve(doc, data["properties"]["requester"]["$ref"])["title"] == "Requester"
+    assert resolve(doc, data["properties"]["requester"]["$ref"])["title"] == "Requester"
 
 
 def test_dead_letters_describe_the_failed_record(doc: dict[str, Any]) -> None:

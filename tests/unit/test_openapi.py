@@ -28,6 +28,7 @@ from pao.shared.eventstore import EventStore
 from pao.shared.keystore import KeyStore
 from pao.shared.secrets import EnvSecrets
 from pao.shared.settings import Settings
+from support.documents import refs, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 REGENERATE = "regenerate it: python -m pao.contracts.openapi > docs/openapi.json"
@@ -46,26 +47,6 @@ def _operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         for method, operation in item.items()
         if method in METHODS
     }
-
-
-def _resolve(doc: dict[str, Any], ref: str) -> Any:
-    assert ref.startswith("#/"), ref
-    node: Any = doc
-    for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        assert isinstance(node, dict), ref
-        assert part in node, f"{ref} does not resolve"
-        node = node[part]
-    return node
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return found + [r for value in node.values() for r in _refs(value)]
-    if isinstance(node, list):
-        return [r for value in node for r in _refs(value)]
-    return []
 
 
 def _served_routes() -> set[tuple[str, str]]:
@@ -97,8 +78,8 @@ def test_the_committed_document_is_the_generated_one(doc: dict[str, Any]) -> Non
 def test_the_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
     assert doc["openapi"] == "3.1.0"
     validate(doc)
-    for ref in _refs(doc):
-        _resolve(doc, ref)
+    for ref in refs(doc):
+        resolve(doc, ref)
 
 
 def test_every_operation_has_an_id_and_answers(doc: dict[str, Any]) -> None:
@@ -159,7 +140,7 @@ def test_a_signed_submit_names_its_errors_and_headers(doc: dict[str, Any]) -> No
     assert submit["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/SubmitBody"
     }
-    headers = [_resolve(doc, p["$ref"])["name"] for p in submit["parameters"] if "$ref" in p]
+    headers = [resolve(doc, p["$ref"])["name"] for p in submit["parameters"] if "$ref" in p]
     assert headers == ["X-Correlation-ID", "Idempotency-Key"]
     assert "Retry-After" in submit["responses"]["503"]["headers"]
 

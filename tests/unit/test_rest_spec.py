@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from pao.fulfillment.context import secret_forms
-from pao.fulfillment.rest import holds, host_allowed, retry_after, xml_document
+from pao.fulfillment.rest import holds, host_allowed, xml_document
+from pao.fulfillment.retry_after import retry_after
 from pao.spec.rendering import redact_value
 from pao.spec.validation import item_problems
 

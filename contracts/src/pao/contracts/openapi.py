@@ -139,6 +139,17 @@ _SUBMITTED = _object(
     item_version=_STRING,
     links=_LINKS,
 )
+#: What an update or a decommission of a resource can answer besides success.
+_RESOURCE_CHANGE = (
+    *_JSON_BODY,
+    errors.RESOURCE_NOT_FOUND,
+    errors.ITEM_NOT_FOUND,
+    errors.MODE_NOT_OFFERED,
+    errors.RESOURCE_STATE_CONFLICT,
+    errors.IDEMPOTENCY_KEY_REUSED,
+    errors.CONCURRENCY_CONFLICT,
+    *_DATABASE,
+)
 _CHANGE_SUBMITTED = _object(
     "The update or decommission request recorded; follow it at `links`.",
     request_id=_STRING,
@@ -657,16 +668,7 @@ OPERATIONS: tuple[Operation, ...] = (
         status=202,
         body=UpdateResourceBody,
         idempotent=True,
-        raises=(
-            *_JSON_BODY,
-            errors.RESOURCE_NOT_FOUND,
-            errors.ITEM_NOT_FOUND,
-            errors.MODE_NOT_OFFERED,
-            errors.RESOURCE_STATE_CONFLICT,
-            errors.IDEMPOTENCY_KEY_REUSED,
-            errors.CONCURRENCY_CONFLICT,
-            *_DATABASE,
-        ),
+        raises=_RESOURCE_CHANGE,
     ),
     Operation(
         "post",
@@ -678,16 +680,7 @@ OPERATIONS: tuple[Operation, ...] = (
         status=202,
         body=DecommissionBody,
         idempotent=True,
-        raises=(
-            *_JSON_BODY,
-            errors.RESOURCE_NOT_FOUND,
-            errors.ITEM_NOT_FOUND,
-            errors.MODE_NOT_OFFERED,
-            errors.RESOURCE_STATE_CONFLICT,
-            errors.IDEMPOTENCY_KEY_REUSED,
-            errors.CONCURRENCY_CONFLICT,
-            *_DATABASE,
-        ),
+        raises=_RESOURCE_CHANGE,
     ),
     Operation(
         "post",

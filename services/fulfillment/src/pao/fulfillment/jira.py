@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from pao.fulfillment.retry_after import retry_after as wait_asked
 
 _ISSUE_FIELDS = "summary,status,priority,labels,description,project,creator,reporter"
 _COMMENT_PAGE = 100
@@ -62,21 +62,6 @@ def account_of(user: Any) -> str | None:
         if user.get(field):
             return str(user[field])
     return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header, given either as seconds or as an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 def _error_details(body: bytes) -> str:
@@ -151,7 +136,7 @@ class JiraClient:
             ) as response:
                 payload = await response.read()
                 status = response.status
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after = wait_asked(response.headers.get("Retry-After"))
         except TimeoutError:
             raise JiraError(f"{what} timed out", transient=True) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:

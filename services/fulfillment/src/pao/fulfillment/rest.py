@@ -17,12 +17,9 @@ import asyncio
 import base64
 import hashlib
 import json
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 from xml.etree import ElementTree
@@ -42,6 +39,7 @@ from pao.fulfillment.restauth import (
     hmac_headers,
     sigv4_headers,
 )
+from pao.fulfillment.retry_after import retry_after
 from pao.spec.problems import pointer_tokens, walk
 from pao.spec.validation import HTTP_TOKEN
 
@@ -55,26 +53,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 KEPT_ACROSS_HOSTS = frozenset({"accept", "accept-language", "content-type", "user-agent"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-
-
-def retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds a Retry-After header asks for, in either form (delta seconds or an HTTP-date)."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def host_port(url: str) -> tuple[str, int]:
