@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import configparser
 import json
 import os
 import shutil
@@ -269,11 +268,7 @@ async def main(args: argparse.Namespace) -> None:
                     }
                 )
             )
-            read = configparser.ConfigParser()
-            read.read(identity.credentials_file)
-            credentials = Credentials(
-                read["default"]["aws_access_key_id"], read["default"]["aws_secret_access_key"]
-            )
+            credentials = identity.session().get_credentials()
             async with fresh_database() as dsn, broker() as bootstrap:
                 processes = ServiceProcesses.configured(
                     tmp,

@@ -4,7 +4,6 @@ decommission removes it again. The catalog's own integration script passes again
 
 from __future__ import annotations
 
-import configparser
 import os
 import subprocess
 import uuid
@@ -13,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import pytest_asyncio
 import yaml
 from botocore.exceptions import ClientError
 
 from conftest import BIN, REPO
+from pao.devstack.aws import key_session
 from support.upstack import Person, UpStack, pao_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -37,15 +36,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UpSta
 
 def aws(stack: UpStack, service: str) -> Any:
     """A boto3 client of the stack's AWS, with the credentials `pao up` made for PAO."""
-    component = stack.info["components"]["aws"]
-    credentials = configparser.ConfigParser()
-    credentials.read(component["credentials_file"])
-    return boto3.client(
-        service,
-        endpoint_url=stack.info["aws"],
-        region_name="us-east-1",
-        aws_access_key_id=credentials["default"]["aws_access_key_id"],
-        aws_secret_access_key=credentials["default"]["aws_secret_access_key"],
+    credentials_file = stack.info["components"]["aws"]["credentials_file"]
+    return key_session(Path(credentials_file)).client(
+        service, endpoint_url=stack.info["aws"], region_name="us-east-1"
     )
 
 

@@ -4,7 +4,6 @@ them back through its secret provider; the webhook secret comes through the prov
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import hmac
 import json
@@ -14,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-import boto3
 import pytest
 
 from conftest import BIN
@@ -61,12 +59,7 @@ def pao_secrets_init(
 
 def ssm(aws: AwsIdentity):
     """A Parameter Store client with the stack's own key, read from its credentials file."""
-    key = configparser.ConfigParser()
-    key.read(aws.credentials_file)
-    return boto3.session.Session(
-        aws_access_key_id=key["default"]["aws_access_key_id"],
-        aws_secret_access_key=key["default"]["aws_secret_access_key"],
-    ).client("ssm", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    return aws.session().client("ssm", region_name=aws.region, endpoint_url=aws.endpoint_url)
 
 
 def report(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:

@@ -57,6 +57,10 @@ class AwsIdentity:
     credentials_file: Path
     config_file: Path
 
+    def session(self) -> Any:
+        """A boto3 session that signs with the bootstrapped key."""
+        return key_session(self.credentials_file)
+
     def environ(self) -> dict[str, str]:
         """Variables that point botocore's standard chain at these files and this endpoint."""
         return {
@@ -143,15 +147,22 @@ def shared_cluster(environment: str) -> str:
     return f"platform-{environment}"
 
 
-def _seed_platform(identity: AwsIdentity, environments: tuple[str, ...]) -> None:
+def key_session(credentials_file: Path) -> Any:
+    """A boto3 session signing with the key a stack's credentials file holds (its `default`)."""
     import boto3
 
     credentials = configparser.ConfigParser()
-    credentials.read(identity.credentials_file)
-    eks = boto3.session.Session(
+    credentials.read(credentials_file, encoding="utf-8")
+    return boto3.session.Session(
         aws_access_key_id=credentials["default"]["aws_access_key_id"],
         aws_secret_access_key=credentials["default"]["aws_secret_access_key"],
-    ).client("eks", endpoint_url=identity.endpoint_url, region_name=identity.region)
+    )
+
+
+def _seed_platform(identity: AwsIdentity, environments: tuple[str, ...]) -> None:
+    eks = identity.session().client(
+        "eks", endpoint_url=identity.endpoint_url, region_name=identity.region
+    )
     for environment in environments:
         eks.create_cluster(
             name=shared_cluster(environment),
