@@ -7,6 +7,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,14 @@ from botocore.session import Session
 from pao.contracts import errors as codes
 from pao.devctl.errors import CliError
 from pao.devctl.profiles import Profile, load_config
+from pao.devctl.signin import (
+    CachedSession,
+    cache_file,
+    cached_from_answer,
+    load_session,
+    save_session,
+    sign_in,
+)
 
 SERVICE = "execute-api"
 DEFAULT_TIMEOUT = 30.0
@@ -49,14 +58,31 @@ def _assume_role(base: Session, role_arn: str, region: str) -> ReadOnlyCredentia
     return ReadOnlyCredentials(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
 
 
-def resolve_target(
-    *,
-    endpoint: str | None,
-    profile_name: str | None,
-    region: str | None,
-    role_arn: str | None,
-) -> Target:
-    """Pick endpoint and credentials: flags, then PAO_* variables, then the profile, then AWS."""
+@dataclass(frozen=True)
+class _Where:
+    """Endpoint, region and how to find credentials, from flags, variables and the profile."""
+
+    endpoint: str
+    region: str
+    profile: Profile | None
+    role_arn: str | None
+    aws_profile: str | None
+
+    @property
+    def static_key(self) -> ReadOnlyCredentials | None:
+        p = self.profile
+        if p and p.access_key_id and p.secret_access_key and not self.role_arn:
+            return ReadOnlyCredentials(p.access_key_id, p.secret_access_key, None)
+        return None
+
+    @property
+    def session_cache(self) -> Path:
+        return cache_file(self.endpoint, self.role_arn, self.aws_profile)
+
+
+def _where(
+    *, endpoint: str | None, profile_name: str | None, region: str | None, role_arn: str | None
+) -> _Where:
     config = load_config()
     profile_name = profile_name or os.environ.get("PAO_PROFILE")
     endpoint = endpoint or os.environ.get("PAO_ENDPOINT")
@@ -84,39 +110,105 @@ def resolve_target(
         or (profile.region if profile else None)
         or "us-east-1"
     )
-    role_arn = role_arn or (profile.role_arn if profile else None)
-
-    if profile and profile.access_key_id and profile.secret_access_key and not role_arn:
-        creds = ReadOnlyCredentials(profile.access_key_id, profile.secret_access_key, None)
-        return Target(endpoint.rstrip("/"), region, creds)
-
     aws_profile = (profile.aws_profile if profile else None) or (
         profile_name if profile_name and profile is None else None
     )
+    return _Where(
+        endpoint.rstrip("/"),
+        region,
+        profile,
+        role_arn or (profile.role_arn if profile else None),
+        aws_profile,
+    )
+
+
+def _aws_credentials(where: _Where) -> ReadOnlyCredentials:
+    """The caller's AWS credentials (the standard chain, or a named AWS profile), through the
+    role when one is given."""
     try:
-        session = Session(profile=aws_profile)
+        session = Session(profile=where.aws_profile)
         found = session.get_credentials()
     except BotoCoreError as exc:
         raise CliError(
             codes.NO_CREDENTIALS.code, str(exc), codes.NO_CREDENTIALS.suggestion, exit_code=2
         ) from exc
-    if role_arn:
-        if found is None and not (profile and profile.access_key_id):
-            raise CliError(
-                codes.NO_CREDENTIALS.code,
-                "no base credentials to assume the role with",
-                codes.NO_CREDENTIALS.suggestion,
-                exit_code=2,
-            )
-        return Target(endpoint.rstrip("/"), region, _assume_role(session, role_arn, region))
     if found is None:
         raise CliError(
             codes.NO_CREDENTIALS.code,
-            "no credentials found",
+            "no base credentials to assume the role with"
+            if where.role_arn
+            else "no credentials found",
             codes.NO_CREDENTIALS.suggestion,
             exit_code=2,
         )
-    return Target(endpoint.rstrip("/"), region, found.get_frozen_credentials())
+    if where.role_arn:
+        return _assume_role(session, where.role_arn, where.region)
+    return found.get_frozen_credentials()
+
+
+def _signs_in(where: _Where) -> bool:
+    if where.profile is not None and where.profile.sign_in:
+        return True
+    return os.environ.get("PAO_SIGN_IN", "").lower() in ("1", "true", "yes")
+
+
+def resolve_target(
+    *,
+    endpoint: str | None,
+    profile_name: str | None,
+    region: str | None,
+    role_arn: str | None,
+) -> Target:
+    """Pick endpoint and credentials: flags, then PAO_* variables, then the profile, then AWS.
+
+    A profile's static key signs as it is. Otherwise a session from `devctl login` that is
+    still valid signs; a profile with `sign_in` (or PAO_SIGN_IN=1) signs in when there is none;
+    else the AWS credentials sign themselves (PAO behind API Gateway).
+    """
+    where = _where(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
+    static = where.static_key
+    if static is not None:
+        return Target(where.endpoint, where.region, static)
+    cached = load_session(where.session_cache)
+    if cached is not None:
+        return Target(where.endpoint, where.region, cached.credentials)
+    if _signs_in(where):
+        return Target(where.endpoint, where.region, login(where).credentials)
+    return Target(where.endpoint, where.region, _aws_credentials(where))
+
+
+def login(where: _Where, *, verbose: bool = False) -> CachedSession:
+    """Sign in with the caller's AWS credentials and cache the session."""
+    answer = sign_in(where.endpoint, _aws_credentials(where), verbose=verbose)
+    session = cached_from_answer(where.endpoint, answer)
+    save_session(where.session_cache, session)
+    return session
+
+
+def sign_in_at(
+    *,
+    endpoint: str | None,
+    profile_name: str | None,
+    region: str | None,
+    role_arn: str | None,
+    verbose: bool = False,
+) -> tuple[CachedSession, Path]:
+    """`devctl login`: a new session whatever is cached; the session and its cache file."""
+    where = _where(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
+    return login(where, verbose=verbose), where.session_cache
+
+
+def forget_session(
+    *, endpoint: str | None, profile_name: str | None, region: str | None, role_arn: str | None
+) -> Path | None:
+    """`devctl logout`: delete the cached session; the file removed, if there was one."""
+    where = _where(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
+    path = where.session_cache
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return path
 
 
 def sign(

@@ -136,6 +136,60 @@ def whoami(ctx: typer.Context) -> None:
     emit(call(ctx, "GET", "/auth/whoami"), globals_of(ctx).output)
 
 
+@app.command("login")
+def login_cmd(ctx: typer.Context) -> None:
+    """Sign in with your AWS credentials for a PAO session key, kept in devctl's cache until it
+    expires. (POST /api/v1/auth/sign-in)
+
+    devctl signs an sts:GetCallerIdentity call with whatever AWS credentials you have (SSO, a
+    profile, --role-arn, an instance profile); PAO has STS check it and maps your account and
+    role to your PAO user. Later commands sign with the session; a profile with `sign_in: true`
+    signs in by itself when the session runs out.
+    """
+    from pao.devctl.client import sign_in_at
+
+    g = globals_of(ctx)
+    session, cache = sign_in_at(
+        endpoint=g.endpoint,
+        profile_name=g.profile,
+        region=g.region,
+        role_arn=g.role_arn,
+        verbose=g.verbose,
+    )
+    data = {
+        "user": session.user,
+        "principal_arn": session.principal_arn,
+        "access_key_id": session.access_key_id,
+        "expires_at": session.expires_at.isoformat(),
+        "cache": str(cache),
+    }
+    if g.output is OutputFormat.table:
+        emit(
+            data,
+            g.output,
+            columns=["user", "signed in as", "session key", "until"],
+            rows=[(session.user, session.principal_arn, session.access_key_id, data["expires_at"])],
+        )
+    else:
+        emit(data, g.output)
+
+
+@app.command("logout")
+def logout_cmd(ctx: typer.Context) -> None:
+    """Forget the cached session of this endpoint (and --role-arn / --profile)."""
+    from pao.devctl.client import forget_session
+
+    g = globals_of(ctx)
+    removed = forget_session(
+        endpoint=g.endpoint, profile_name=g.profile, region=g.region, role_arn=g.role_arn
+    )
+    data = {"removed": str(removed) if removed else None}
+    if g.output is OutputFormat.table:
+        typer.echo(f"session forgotten ({removed})" if removed else "no session was cached")
+    else:
+        emit(data, g.output)
+
+
 @app.command("version")
 def version_cmd(ctx: typer.Context) -> None:
     """Show devctl's version and the server's. (GET /api/v1/version)"""

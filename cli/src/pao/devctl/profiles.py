@@ -20,6 +20,10 @@ class Profile(BaseModel):
     secret_access_key: str | None = None
     aws_profile: str | None = Field(default=None, description="AWS profile to sign with instead.")
     role_arn: str | None = None
+    sign_in: bool = Field(
+        default=False,
+        description="Sign in with the AWS credentials (sts:GetCallerIdentity) for a session key.",
+    )
 
 
 class Config(BaseModel):

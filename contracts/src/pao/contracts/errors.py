@@ -150,6 +150,38 @@ AUTH_UNSIGNED_HEADER = _register(
     "Header must be signed",
     "List the header named in details in SignedHeaders; `devctl` signs every header it sends.",
 )
+AUTH_SIGNIN_MALFORMED = _register(
+    "PAO-AUTH-014",
+    400,
+    "Sign-in proof is not a signed GetCallerIdentity call for this PAO",
+    "Sign in with `devctl login`: it signs sts:GetCallerIdentity for the STS endpoint and the "
+    "audience that GET /api/v1/auth/sign-in names.",
+)
+AUTH_SIGNIN_EXPIRED = _register(
+    "PAO-AUTH-015",
+    401,
+    "Sign-in proof expired",
+    "Make a new proof and send it at once (`devctl login`); keep the clock in sync (NTP).",
+)
+AUTH_SIGNIN_REPLAYED = _register(
+    "PAO-AUTH-016",
+    401,
+    "Sign-in proof already used",
+    "Each proof signs in once; make a new one (`devctl login`).",
+)
+AUTH_SIGNIN_REFUSED = _register(
+    "PAO-AUTH-017",
+    403,
+    "STS refused the sign-in proof",
+    "The proof was changed after signing, or its AWS credentials are wrong or expired; check "
+    "them with `aws sts get-caller-identity` and sign in again.",
+)
+AUTH_SESSION_EXPIRED = _register(
+    "PAO-AUTH-018",
+    401,
+    "PAO session expired",
+    "Sign in again with `devctl login` (devctl does it by itself for a profile with sign_in).",
+)
 
 # SYS: the platform itself.
 INTERNAL = _register(

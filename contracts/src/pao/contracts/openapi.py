@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from pao.contracts import errors
+from pao.contracts.auth import SignInBody, SignInInfo, SignInSession
 from pao.contracts.catalog import (
     CatalogPage,
     ModeState,
@@ -57,6 +58,7 @@ _SIGNED = (
     errors.AUTH_SCOPE_MISMATCH,
     errors.AUTH_TOKEN_MISMATCH,
     errors.AUTH_UNKNOWN_PRINCIPAL,
+    errors.AUTH_SESSION_EXPIRED,
 )
 #: What reading a JSON body can be refused with (`pao.gateway.bodies.read_model`).
 _JSON_BODY = (
@@ -188,6 +190,7 @@ _WHOAMI = _object(
     name=_NULLABLE_STRING,
     email=_NULLABLE_STRING,
     session=_NULLABLE_STRING,
+    principal_arn=_NULLABLE_STRING,
 )
 _ITEM = _object(
     "One catalog item's whole definition and its fulfilment modes as they stand.",
@@ -345,6 +348,36 @@ OPERATIONS: tuple[Operation, ...] = (
         auth="public",
     ),
     Operation("get", "/auth/whoami", "whoami", "The verified caller.", "auth", _WHOAMI),
+    Operation(
+        "get",
+        "/auth/sign-in",
+        "getSignIn",
+        "What a sign-in proof must be signed for: the STS endpoint and region, the audience.",
+        "auth",
+        SignInInfo,
+        auth="public",
+    ),
+    Operation(
+        "post",
+        "/auth/sign-in",
+        "signIn",
+        "Exchange an sts:GetCallerIdentity call signed with AWS credentials (not sent; its "
+        "headers and body) for a PAO session key; the proof is the credential and works once.",
+        "auth",
+        SignInSession,
+        status=201,
+        body=SignInBody,
+        auth="public",
+        raises=(
+            *_JSON_BODY,
+            errors.AUTH_SIGNIN_MALFORMED,
+            errors.AUTH_SIGNIN_EXPIRED,
+            errors.AUTH_SIGNIN_REPLAYED,
+            errors.AUTH_SIGNIN_REFUSED,
+            errors.AUTH_UNKNOWN_PRINCIPAL,
+            *_DATABASE,
+        ),
+    ),
     Operation(
         "get",
         "/catalog",
@@ -737,7 +770,8 @@ _SIGV4 = {
         "`X-Amz-Security-Token` for temporary credentials) signed too. Sign for service "
         "`execute-api` and the gateway's region (PAO_REGION, default us-east-1); the body's "
         "SHA-256 is part of the signature, and the request time must be within "
-        "PAO_CLOCK_SKEW_SECONDS of the server's. "
+        "PAO_CLOCK_SKEW_SECONDS of the server's. The key is a static one from the key store, "
+        "or a session key from `POST /api/v1/auth/sign-in` (AWS credentials, checked by STS). "
         "With PAO_AUTH_MODE=apigateway, AWS API Gateway verifies the signature (IAM auth) and "
         "forwards the caller's identity. botocore's SigV4Auth, or `devctl`, signs requests."
     ),

@@ -32,6 +32,9 @@ class Identity(BaseModel):
     session: str | None = Field(
         default=None, description="The caller's own session name (assumed roles); never the user."
     )
+    principal_arn: str | None = Field(
+        default=None, description="The AWS caller this identity was mapped from, if any."
+    )
 
     @property
     def is_admin(self) -> bool:
@@ -228,9 +231,10 @@ class KeyStore:
             return None
         for pattern, entry in self._principals:
             if pattern.matches(caller):
-                if isinstance(entry, KeyEntry):
-                    return entry.identity().model_copy(update={"session": caller.session})
-                return entry.identity(caller.session)
+                identity = entry.identity() if isinstance(entry, KeyEntry) else entry.identity(None)
+                return identity.model_copy(
+                    update={"session": caller.session, "principal_arn": caller_arn}
+                )
         return None
 
     def __len__(self) -> int:

@@ -68,6 +68,27 @@ class Settings(BaseSettings):
     apigateway_secret: str | None = Field(
         default=None, description="Value API Gateway adds to each request it forwards."
     )
+    sts_endpoint_url: str | None = Field(
+        default=None,
+        description="STS endpoint sign-in proofs are sent to; unset: aws_endpoint_url, else "
+        "https://sts.<aws_region>.amazonaws.com.",
+    )
+    signin_audience: str | None = Field(
+        default=None,
+        description="What a sign-in proof's X-PAO-Server-ID must say; unset: the Host the "
+        "gateway is called on.",
+    )
+    signin_max_age_seconds: int = Field(
+        default=300, ge=5, le=900, description="How old a sign-in proof may be."
+    )
+    session_ttl_seconds: int = Field(
+        default=3600, ge=1, le=43_200, description="How long a signed-in session key is valid."
+    )
+    session_key_file: Path | None = Field(
+        default=None,
+        description="Key session secrets are derived from (32 random bytes, made when missing); "
+        "unset: <data_dir>/session-signing.key. Every gateway of an installation needs the same.",
+    )
 
     catalog_dir: Path = Field(default=Path("catalog"), description="Local catalog directory.")
     catalog_git_url: str | None = Field(default=None, description="Git catalog; overrides the dir.")
@@ -213,3 +234,12 @@ class Settings(BaseSettings):
             subpath = self.catalog_git_path.strip("/")
             return checkout / subpath if subpath else checkout
         return self.catalog_dir.resolve()
+
+    @property
+    def sts_endpoint(self) -> str:
+        """Where sign-in proofs go: the setting, the one AWS endpoint, or the region's STS."""
+        return (
+            self.sts_endpoint_url
+            or self.aws_endpoint_url
+            or f"https://sts.{self.aws_region}.amazonaws.com"
+        ).rstrip("/")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 
@@ -16,6 +17,7 @@ from pao.gateway import (
     preview,
     requests,
     resource_routes,
+    signin,
     validation,
     webhooks,
 )
@@ -28,10 +30,13 @@ from pao.gateway.resources import (
     POOL,
     READINESS_CHECKS,
     SECRETS,
+    SESSIONS,
     SETTINGS,
     STORE,
+    STS_HTTP,
     ReadinessCheck,
 )
+from pao.gateway.sessions import SessionKeys
 from pao.shared.kafka import broker_reachable, missing_topics
 from pao.shared.keystore import KeyStore
 from pao.shared.secrets import SecretProvider, secret_provider
@@ -58,6 +63,8 @@ def create_app(
     app[CATALOG] = catalog_parts
     app[STORE] = catalog_parts.store
     app[SECRETS] = secrets or secret_provider(settings)
+    app[SESSIONS] = SessionKeys.from_settings(settings, pool)
+    app.cleanup_ctx.append(_sts_http)
     app[FOLLOWS] = LogFollows(
         per_user=settings.log_follows_per_user, total=settings.log_follows_total
     )
@@ -69,6 +76,7 @@ def create_app(
     for module in (
         health,
         identity,
+        signin,
         catalog,
         validation,
         preview,
@@ -78,6 +86,13 @@ def create_app(
     ):
         app.add_routes(module.routes)
     return app
+
+
+async def _sts_http(app: web.Application) -> AsyncIterator[None]:
+    """The HTTP client sign-ins reach STS with."""
+    async with aiohttp.ClientSession() as http:
+        app[STS_HTTP] = http
+        yield
 
 
 def default_readiness_checks(

@@ -9,11 +9,15 @@ from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts, source_from_settings, start_view
 from pao.gateway.app import create_app
+from pao.gateway.resources import SESSIONS
 from pao.shared.keystore import KeyStore
 from pao.shared.runtime import Scope
 from pao.shared.settings import Settings
 
 log = structlog.get_logger("pao.gateway")
+
+#: The gateway's own tables (sign-in sessions).
+MIGRATIONS = "pao.gateway.migrations"
 
 
 class UnsafeAuthModeError(Exception):
@@ -59,6 +63,7 @@ async def start(scope: Scope, keys: KeyStore) -> str:
     parts = CatalogParts(source=source_from_settings(settings), store=scope.store)
     await start_view(scope, parts)
     app = create_app(settings, keys=keys, pool=scope.pool, catalog_parts=parts)
+    app[SESSIONS].load()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)

@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
@@ -15,16 +15,22 @@ from aiohttp.typedefs import Handler
 
 from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
-from pao.gateway.resources import CORRELATION_ID, IDENTITY, KEYS, SETTINGS
+from pao.gateway.resources import CORRELATION_ID, IDENTITY, KEYS, SESSIONS, SETTINGS
 from pao.shared import sigv4
-from pao.shared.keystore import Identity
+from pao.shared.keystore import Identity, KeyStore
 from pao.shared.outages import database_away
 
 log = structlog.get_logger("pao.gateway")
 
 #: Probes load balancers call, and the API's description, without credentials.
 PUBLIC_PATHS = frozenset(
-    {"/api/v1/health", "/api/v1/health/ready", "/api/v1/version", "/api/v1/openapi.json"}
+    {
+        "/api/v1/health",
+        "/api/v1/health/ready",
+        "/api/v1/version",
+        "/api/v1/openapi.json",
+        "/api/v1/auth/sign-in",  # the body is the credential (pao.gateway.signin)
+    }
 )
 #: Paths that carry their own authentication (GitHub's HMAC signature).
 SELF_AUTHENTICATED_PATHS = frozenset({"/api/v1/webhooks/github"})
@@ -157,7 +163,11 @@ async def _signed_identity(request: web.Request) -> Identity:
     )
     sent = Counter(k.lower() for k, _ in request.headers.items())  # keys() would hide repeats
     body = await request.read()
-    return sigv4.verify(
+    keys = request.app[KEYS]
+    sessions = request.app[SESSIONS]
+    key_id = authorization.access_key
+    signed_in = keys.get(key_id) is None and sessions.is_session_key(key_id)
+    identity = sigv4.verify(
         sigv4.SignedRequest(
             method=request.method,
             host=request.host,
@@ -166,10 +176,24 @@ async def _signed_identity(request: web.Request) -> Identity:
             body=body,
             repeated=frozenset(name for name, times in sent.items() if times > 1),
         ),
-        request.app[KEYS],
+        KeyStore([sessions.verifier_entry(key_id)]) if signed_in else keys,
         region=settings.region,
         authorization=authorization,
     )
+    if not signed_in:
+        return identity
+    # The signature is right, so the key id is one this installation derived; the session
+    # says who it was minted for (a well-signed id never minted is answered as a wrong key).
+    session = await sessions.find(key_id)
+    if session is None:
+        raise PaoError(errors.AUTH_SIGNATURE_MISMATCH, "the signature does not match the request")
+    if session.expires_at <= datetime.now(UTC):
+        raise PaoError(
+            errors.AUTH_SESSION_EXPIRED,
+            f"the session {key_id} ended at {session.expires_at.isoformat()}",
+            details=[ErrorDetail(field="Authorization", message="session expired")],
+        )
+    return session.identity
 
 
 def _single_header(request: web.Request, name: str) -> str | None:

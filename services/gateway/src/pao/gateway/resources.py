@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
 from pao.gateway.follows import LogFollows
+from pao.gateway.sessions import SessionKeys
 from pao.shared.eventstore import EventStore
 from pao.shared.keystore import Identity, KeyStore
 from pao.shared.secrets import SecretProvider
@@ -32,6 +34,8 @@ CATALOG = web.AppKey("catalog", CatalogParts)
 STORE = web.AppKey("store", EventStore)
 SECRETS = web.AppKey("secrets", SecretProvider)
 FOLLOWS = web.AppKey("log_follows", LogFollows)
+SESSIONS = web.AppKey("sessions", SessionKeys)
+STS_HTTP = web.AppKey("sts_http", aiohttp.ClientSession)
 
 IDENTITY = web.RequestKey("identity", Identity)
 CORRELATION_ID = web.RequestKey("correlation_id", str)

@@ -42,6 +42,7 @@ MIGRATIONS: tuple[str, ...] = (
     request.MIGRATIONS,
     fulfillment.MIGRATIONS,
     notification.MIGRATIONS,
+    gateway.MIGRATIONS,
 )
 
 
