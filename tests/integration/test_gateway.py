@@ -201,6 +201,83 @@ async def test_a_wrong_method_gets_a_405_envelope_with_allow(
         assert "GET" in r.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[" * 10_000 + b"]" * 10_000, "body"),
+        (
+            b'{"item_id": "postgresql-standard", "inputs": {"a": '
+            + b"[" * 100
+            + b"]" * 100
+            + b"}}",
+            "/inputs/a" + "/0" * 62,
+        ),
+        (b'{"item_id": "a", "item_id": "b"}', "body"),
+        (b'{"item_id": "postgresql-standard", "inputs": {"n": 1e999}}', "body"),
+        (b'{"item_id": "postgresql-standard", "inputs": {"n": NaN}}', "body"),
+        (b'{"item_id": "postgresql-standard", "inputs": {"db": "a\\u0000"}}', "/inputs/db"),
+        (b'{"item_id": "postgresql-standard", "inputs": {"db": "\\ud800"}}', "/inputs/db"),
+    ],
+    ids=["10000-deep", "100-deep-field", "repeated-key", "1e999", "NaN", "NUL", "lone-surrogate"],
+)
+async def test_a_body_that_is_not_strict_json_is_a_400_naming_the_value(
+    gateway: str, http: aiohttp.ClientSession, body: bytes, field: str
+) -> None:
+    url = f"{gateway}/api/v1/validate/request"
+    headers = signed_headers("POST", url, body, {"Content-Type": "application/json"})
+    async with http.post(url, data=body, headers=headers) as r:
+        answer = await r.json()
+        assert r.status == 400, answer
+        assert answer["error"]["code"] == "PAO-API-004"
+        assert answer["error"]["details"][0]["field"] == field
+
+
+@pytest.mark.parametrize("path", ["/requests?item_id=a%00b", "/resources?team=%00"])
+async def test_a_nul_in_a_query_filter_is_a_422_naming_it(
+    gateway: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    url = f"{gateway}/api/v1{path}"
+    async with http.get(url, headers=signed_headers("GET", url)) as r:
+        answer = await r.json()
+        assert r.status == 422, answer
+        assert answer["error"]["code"] == "PAO-API-008"
+        assert answer["error"]["details"][0]["field"] in ("item_id", "team")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [
+        ("GET", "/requests/a%00b", "PAO-REQ-001"),
+        ("GET", "/requests/a%00b/logs?follow=true", "PAO-REQ-001"),
+        ("POST", "/requests/a%00b/retry", "PAO-REQ-001"),
+        ("POST", "/requests/a%00b/abort", "PAO-REQ-001"),
+        ("GET", "/resources/a%00b", "PAO-RES-001"),
+    ],
+)
+async def test_an_id_holding_a_nul_names_nothing(
+    gateway: str, http: aiohttp.ClientSession, method: str, path: str, code: str
+) -> None:
+    url = f"{gateway}/api/v1{path}"
+    async with http.request(method, url, headers=signed_headers(method, url)) as r:
+        answer = await r.json()
+        assert r.status == 404, answer
+        assert answer["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00%2B01:00", "2026-13-01T00:00:00Z"]
+)
+async def test_a_time_filter_out_of_range_is_a_422_naming_it(
+    gateway: str, http: aiohttp.ClientSession, when: str
+) -> None:
+    url = f"{gateway}/api/v1/requests?created_after={when}"
+    async with http.get(url, headers=signed_headers("GET", url)) as r:
+        answer = await r.json()
+        assert r.status == 422, answer
+        assert answer["error"]["code"] == "PAO-API-008"
+        assert answer["error"]["details"][0]["field"] == "created_after"
+
+
 async def test_an_oversized_body_gets_a_413_envelope(
     gateway: str, http: aiohttp.ClientSession, settings: Settings
 ) -> None:

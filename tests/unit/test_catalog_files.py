@@ -200,3 +200,17 @@ def test_an_example_against_a_backtracking_pattern_is_reported_quickly() -> None
         ("pattern-timeout", "/form/schema/examples/0/cache_name")
     ]
     assert [p.rule for p in nested.problems] == ["form-example"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"kind": "CatalogItem", "metadata": {"a": ' + "[" * 900 + "]" * 900 + "}}",
+        '{"kind": "CatalogItem", "metadata": {"n": ' + "9" * 5_000 + "}}",
+    ],
+    ids=["nested-900-deep", "5000-digit-integer"],
+)
+def test_a_document_python_cannot_hold_is_reported_not_raised(text: str) -> None:
+    report = validate_text(text, "hostile.yaml")
+    assert not report.valid
+    assert [p.rule for p in report.problems] == ["yaml-syntax"]

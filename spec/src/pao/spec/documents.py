@@ -98,6 +98,14 @@ def parse(text: str, file: str | None = None) -> Document:
         raise DocumentError(
             Problem(rule="yaml-syntax", message=f"not valid YAML: {exc}", file=file)
         ) from exc
+    except RecursionError as exc:
+        raise DocumentError(
+            Problem(rule="yaml-syntax", message="the document nests too deeply", file=file)
+        ) from exc
+    except ValueError as exc:  # a scalar no Python type holds, e.g. a 5,000-digit integer
+        raise DocumentError(
+            Problem(rule="yaml-syntax", message=f"a value cannot be read: {exc}", file=file)
+        ) from exc
     if not isinstance(data, dict):
         raise DocumentError(
             Problem(

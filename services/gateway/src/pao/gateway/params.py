@@ -35,4 +35,10 @@ def text_param(request: web.Request, name: str, *, max_length: int = 200) -> str
         raise PaoError(
             errors.INVALID_QUERY, message, details=[ErrorDetail(field=name, message=message)]
         )
+    if "\x00" in raw:
+        # PostgreSQL text cannot hold NUL; refused here rather than failing in the query.
+        message = f"{name} must not contain a NUL character"
+        raise PaoError(
+            errors.INVALID_QUERY, message, details=[ErrorDetail(field=name, message=message)]
+        )
     return raw

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +50,15 @@ def _not_found(request_id: str) -> PaoError:
         f"no request {request_id} that you may see",
         details=[ErrorDetail(field="request_id", message=request_id)],
     )
+
+
+def _request_id(request: web.Request) -> str:
+    """The request id in the path; one holding a NUL names no request (PostgreSQL text cannot
+    hold it, so it is answered here rather than failing in a query)."""
+    request_id = request.match_info["request_id"]
+    if "\x00" in request_id:
+        raise _not_found(request_id)
+    return request_id
 
 
 def _authorizer(request: web.Request):
@@ -132,12 +141,14 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        value.astimezone(UTC)  # an offset can carry the time out of range once in UTC
+    except (ValueError, OverflowError) as exc:
         message = f"{name} must be an ISO 8601 time, e.g. 2026-11-26T08:00:00Z"
         raise PaoError(
             errors.INVALID_QUERY, message, details=[ErrorDetail(field=name, message=message)]
         ) from exc
+    return value
 
 
 @routes.get("/api/v1/requests")
@@ -180,7 +191,7 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def _visible(request: web.Request) -> dict[str, Any]:
     """The request from the read models, if the caller may see it."""
-    request_id = request.match_info["request_id"]
+    request_id = _request_id(request)
     found = await queries.get_request(request.app[POOL], request_id, wait_seconds=_PROJECTION_WAIT)
     if found is None or not viewer_of(request[IDENTITY]).may_see(found):
         raise _not_found(request_id)
@@ -280,7 +291,7 @@ async def _follow_logs(request: web.Request, request_id: str, after: int) -> web
 async def retry(request: web.Request) -> web.Response:
     """Re-run the failed actions of a failed request."""
     event = await handlers.retry_request(
-        RetryRequest(request_id=request.match_info["request_id"], by=request[IDENTITY].user),
+        RetryRequest(request_id=_request_id(request), by=request[IDENTITY].user),
         store=request.app[STORE],
         authorize=_authorizer(request),
         correlation_id=request[CORRELATION_ID],
@@ -298,7 +309,7 @@ async def abort(request: web.Request) -> web.Response:
     body = await read_model(request, AbortBody) if request.body_exists else AbortBody()
     event = await handlers.abort_request(
         AbortRequest(
-            request_id=request.match_info["request_id"],
+            request_id=_request_id(request),
             by=request[IDENTITY].user,
             reason=body.reason or f"aborted by {request[IDENTITY].user}",
         ),
@@ -317,7 +328,7 @@ async def escalate(request: web.Request) -> web.Response:
     body = await read_model(request, EscalateBody)
     event = await handlers.escalate_request(
         EscalateRequest(
-            request_id=request.match_info["request_id"],
+            request_id=_request_id(request),
             by=request[IDENTITY].user,
             reason=body.reason,
             urgency=body.urgency,
@@ -363,7 +374,7 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
         )
     identity = request[IDENTITY]
     state = await handlers.decide_on_approval(
-        request.match_info["request_id"],
+        _request_id(request),
         handlers.Decider(identity.user, tuple(identity.teams), tuple(identity.roles)),
         approve=approve,
         comment=body.comment,

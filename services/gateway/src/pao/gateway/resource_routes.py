@@ -58,6 +58,8 @@ async def list_resources(request: web.Request) -> web.Response:
 
 async def _visible(request: web.Request) -> dict[str, Any]:
     resource_id = request.match_info["resource_id"]
+    if "\x00" in resource_id:  # PostgreSQL text cannot hold it: no resource has it
+        raise _not_found(resource_id)
     found = await queries.get_resource(
         request.app[POOL], resource_id, wait_seconds=_PROJECTION_WAIT
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 
 from aiohttp import web
 
 from pao.catalog.sources import GitSource
 from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
+from pao.gateway.bodies import parse_json
 from pao.gateway.catalog import run_refresh
 from pao.gateway.resources import CATALOG, SECRETS, SETTINGS
 from pao.shared.secrets import SecretNotFound
@@ -50,15 +50,18 @@ async def github(request: web.Request) -> web.Response:
     if event != "push":
         return web.json_response({"ignored": f"event {event or '(none)'}"}, status=202)
     try:
-        payload = json.loads(body or b"{}")
+        payload = parse_json(body or b"{}")
     except ValueError as exc:
-        raise PaoError(errors.MALFORMED_BODY, "the push payload is not JSON") from exc
+        raise PaoError(errors.MALFORMED_BODY, f"the push payload is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise PaoError(errors.MALFORMED_BODY, "the push payload is not a JSON object")
     source = request.app[CATALOG].source
     branch = source.ref if isinstance(source, GitSource) else settings.catalog_git_ref
     if payload.get("ref") != f"refs/heads/{branch}":
         return web.json_response(
             {"ignored": f"push to {payload.get('ref')}, not {branch}"}, status=202
         )
-    pusher = (payload.get("pusher") or {}).get("name") or "github"
+    pusher = payload.get("pusher")
+    pusher = (pusher.get("name") if isinstance(pusher, dict) else None) or "github"
     result = await run_refresh(request, actor=f"github:{pusher}")
     return web.json_response(result.model_dump(mode="json"))
