@@ -372,6 +372,8 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
             "a rejection needs a comment saying why",
             details=[ErrorDetail(field="/comment", message="required to reject")],
         )
+    # A caller who may not see the request learns nothing of it, not even that it exists.
+    await _visible(request)
     identity = request[IDENTITY]
     state = await handlers.decide_on_approval(
         _request_id(request),
