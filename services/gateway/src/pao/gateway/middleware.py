@@ -94,24 +94,28 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
     started = time.perf_counter()
+    refused: PaoError | None = None
     try:
         response = await handler(request)
     except PaoError as exc:
-        response = error_response(exc, correlation_id)
+        refused = exc
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(_from_http_exception(exc, request), correlation_id)
+        refused = _from_http_exception(exc, request)
     except Exception as exc:
         if database_away(exc):
             log.warning("database unavailable", path=request.path, error=str(exc))
-            response = error_response(_DATABASE_AWAY, correlation_id)
+            refused = _DATABASE_AWAY
         else:
             log.exception("unhandled error", method=request.method, path=request.path)
-            response = error_response(PaoError(errors.INTERNAL), correlation_id)
+            refused = PaoError(errors.INTERNAL)
+    if refused is not None:
+        response = error_response(refused, correlation_id)
     if not response.prepared:  # a stream sets it before its headers go out
         response.headers["X-Correlation-ID"] = correlation_id
     identity: Identity | None = request.get(IDENTITY)
+    # The access log is the audit of refusals too: who was refused what, and with which code.
     log.info(
         "request",
         method=request.method,
@@ -120,6 +124,8 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
         ms=round((time.perf_counter() - started) * 1000, 2),
         user=identity.user if identity else None,
         session=identity.session if identity else None,
+        principal=identity.principal_arn if identity else None,
+        error_code=refused.code.code if refused else None,
     )
     return response
 
