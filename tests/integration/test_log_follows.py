@@ -159,3 +159,51 @@ async def test_devctl_keeps_following_across_streams_until_the_request_ends(
     lines = out.splitlines()
     assert len(lines) == len(set(lines))  # the next stream resumed after the last entry seen
     assert "dana requested PostgreSQL on Amazon RDS" in lines[0]
+
+
+async def test_a_log_stream_is_woken_by_a_new_entry_not_by_polling(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pao.gateway import requests as routes
+
+    # Polling alone would read the log again only after a minute.
+    monkeypatch.setattr(routes, "_FOLLOW_POLL", 60.0)
+    monkeypatch.setattr(routes, "_FOLLOW_POLL_MAX", 60.0)
+    monkeypatch.setattr(stack.settings, "log_follow_max_seconds", 60.0)
+    request_id = await waiting_request(stack, "woken")
+    client = signed_client(stack.url, *DANA)
+    url = follow_url(stack, request_id)
+    headers = sign(client.target, "GET", url, b"", {"Accept": "text/event-stream"})
+    entries = await asyncio.to_thread(client.request, "GET", f"/requests/{request_id}/logs")
+    last = entries["entries"][-1]["seq"]
+    seen: list[str] = []
+
+    async def read_until(lines: AsyncIterator[str], wanted: str) -> bool:
+        async for line in lines:
+            seen.append(line)
+            if wanted in line:
+                return True
+        return False
+
+    try:
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream("GET", url, headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            lines = response.aiter_lines()
+            # The entries so far arrive at once; then the stream waits.
+            assert await asyncio.wait_for(read_until(lines, f"id: {last}"), timeout=10), seen
+            await asyncio.to_thread(
+                client.request,
+                "POST",
+                f"/requests/{request_id}/escalate",
+                body={"reason": "the launch is tomorrow"},
+            )
+            started = time.monotonic()
+            woken = await asyncio.wait_for(read_until(lines, "the launch is tomorrow"), timeout=10)
+            woken_after = time.monotonic() - started
+    finally:
+        client.close()
+    assert woken, seen
+    assert woken_after < 10, seen

@@ -21,7 +21,7 @@ from pao.gateway import (
     validation,
     webhooks,
 )
-from pao.gateway.follows import LogFollows
+from pao.gateway.follows import LogFollows, LogWakeups
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import (
     CATALOG,
@@ -34,6 +34,7 @@ from pao.gateway.resources import (
     SETTINGS,
     STORE,
     STS_HTTP,
+    WAKEUPS,
     ReadinessCheck,
 )
 from pao.gateway.sessions import SessionKeys
@@ -65,6 +66,8 @@ def create_app(
     app[SECRETS] = secrets or secret_provider(settings)
     app[SESSIONS] = SessionKeys.from_settings(settings, pool)
     app.cleanup_ctx.append(_sts_http)
+    app[WAKEUPS] = LogWakeups(settings.database_url)
+    app.cleanup_ctx.append(_log_wakeups)
     app[FOLLOWS] = LogFollows(
         per_user=settings.log_follows_per_user, total=settings.log_follows_total
     )
@@ -93,6 +96,13 @@ async def _sts_http(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as http:
         app[STS_HTTP] = http
         yield
+
+
+async def _log_wakeups(app: web.Application) -> AsyncIterator[None]:
+    """The listener that wakes log streams when a request's log changes."""
+    await app[WAKEUPS].start()
+    yield
+    await app[WAKEUPS].stop()
 
 
 def default_readiness_checks(

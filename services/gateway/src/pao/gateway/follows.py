@@ -1,18 +1,37 @@
-"""How many log streams (`GET /requests/{id}/logs?follow=true`) a gateway holds open.
+"""Log streams (`GET /requests/{id}/logs?follow=true`): how many a gateway holds open, and
+what wakes them.
 
-Each stream holds a connection and polls the read model until its request ends, which may be
-never; without a bound, one caller could open streams until the gateway or the database gives
-out. A stream counts from its start until it closes, per user and in total.
+Each stream holds a connection until its request ends, which may be never; without a bound, one
+caller could open streams until the gateway or the database gives out. A stream counts from its
+start until it closes, per user and in total.
+
+A stream reads the read model when the projector says the request's log or status changed: the
+projector's tables notify `pao_request_log` with the request id (migration 0004 of the request
+service), and one listening connection per gateway wakes the streams of that request. While the
+listener is down (the database restarting) the streams poll, and they re-read every
+`RECHECK_SECONDS` in any case.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+
+import asyncpg
+import structlog
 
 from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
+
+log = structlog.get_logger("pao.gateway.follows")
+
+CHANNEL = "pao_request_log"
+#: A woken stream still re-reads this often, in case a notification was missed.
+RECHECK_SECONDS = 15.0
+#: How long the listener waits before connecting again after losing its connection.
+RECONNECT_SECONDS = 2.0
 
 #: What a refused caller is told to wait: streams end when their request does, or time out.
 RETRY_AFTER_SECONDS = 10
@@ -54,3 +73,76 @@ class LogFollows:
             details=[ErrorDetail(field="follow", message=f"at most {bound} at once")],
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+
+
+class LogWakeups:
+    """One LISTEN connection that wakes the streams of a request when its log changes."""
+
+    def __init__(self, dsn: str | None) -> None:
+        self._dsn = dsn
+        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._connection: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+
+    @property
+    def listening(self) -> bool:
+        """Notifications arrive; when False, streams poll."""
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def start(self) -> None:
+        if self._dsn:
+            self._task = asyncio.create_task(self._run(), name="log-wakeups")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close()
+
+    @contextlib.contextmanager
+    def watching(self, request_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the request's log or status changes, while the block runs."""
+        woken = asyncio.Event()
+        self._waiters[request_id].add(woken)
+        try:
+            yield woken
+        finally:
+            waiters = self._waiters[request_id]
+            waiters.discard(woken)
+            if not waiters:
+                del self._waiters[request_id]
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, request_id: str) -> None:
+        for woken in self._waiters.get(request_id, ()):
+            woken.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for woken in waiters:
+                woken.set()
+
+    async def _run(self) -> None:
+        assert self._dsn is not None
+        while True:
+            try:
+                self._lost.clear()
+                connection = await asyncpg.connect(self._dsn, timeout=10)
+                connection.add_termination_listener(lambda _conn: self._lost.set())
+                await connection.add_listener(CHANNEL, self._notified)
+                self._connection = connection
+                # What changed while nobody listened is read now.
+                self._wake_all()
+                await self._lost.wait()
+                log.warning("log stream listener lost its connection; streams poll meanwhile")
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("log stream listener cannot connect", error=type(exc).__name__)
+            await self._close()
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, 
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.contracts.requests import AbortBody, DecisionBody, EscalateBody, SubmitBody
 from pao.gateway.bodies import read_model
+from pao.gateway.follows import RECHECK_SECONDS
 from pao.gateway.identity import requester_of
 from pao.gateway.params import int_param, text_param
 from pao.gateway.resources import (
@@ -24,6 +26,7 @@ from pao.gateway.resources import (
     POOL,
     SETTINGS,
     STORE,
+    WAKEUPS,
 )
 from pao.request import handlers, queries
 from pao.shared.environments import environments, system_scope
@@ -243,9 +246,14 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
 
 
 async def _follow_logs(request: web.Request, request_id: str, after: int) -> web.StreamResponse:
-    """Stream the request's new log entries until it ends or the stream has lasted its most;
-    a quiet stream polls less often, down to once every _FOLLOW_POLL_MAX seconds."""
+    """Stream the request's new log entries until it ends or the stream has lasted its most.
+
+    The stream reads the log when the projector's notification says it changed (`LogWakeups`),
+    and every RECHECK_SECONDS regardless; while the listener is down it polls, less often the
+    quieter the log, down to once every _FOLLOW_POLL_MAX seconds.
+    """
     pool = request.app[POOL]
+    wakeups = request.app[WAKEUPS]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -259,29 +267,35 @@ async def _follow_logs(request: web.Request, request_id: str, after: int) -> web
     ends_at = loop.time() + request.app[SETTINGS].log_follow_max_seconds
     pause = _FOLLOW_POLL
     try:
-        while True:
-            entries = await queries.get_logs(pool, request_id, after=after)
-            for entry in entries:
-                after = entry["seq"]
-                await response.write(
-                    f"id: {after}\nevent: log\ndata: {json.dumps(entry)}\n\n".encode()
-                )
-                quiet_since = loop.time()
-            status = await queries.current_status(pool, request_id)
-            if status in queries.ENDED and not entries:
-                await response.write(
-                    f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
-                )
-                break
-            if loop.time() >= ends_at:
-                # An event-stream client reconnects, resuming after the last id it saw.
-                await response.write(b": the stream has lasted its most; reconnect\n\n")
-                break
-            if loop.time() - quiet_since > _KEEPALIVE:
-                await response.write(b": keep-alive\n\n")
-                quiet_since = loop.time()
-            pause = _FOLLOW_POLL if entries else min(pause * 2, _FOLLOW_POLL_MAX)
-            await asyncio.sleep(min(pause, max(0.0, ends_at - loop.time())))
+        with wakeups.watching(request_id) as woken:
+            while True:
+                woken.clear()  # before reading: a change after the read wakes the next wait
+                entries = await queries.get_logs(pool, request_id, after=after)
+                for entry in entries:
+                    after = entry["seq"]
+                    await response.write(
+                        f"id: {after}\nevent: log\ndata: {json.dumps(entry)}\n\n".encode()
+                    )
+                    quiet_since = loop.time()
+                status = await queries.current_status(pool, request_id)
+                if status in queries.ENDED and not entries:
+                    await response.write(
+                        f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
+                    )
+                    break
+                if loop.time() >= ends_at:
+                    # An event-stream client reconnects, resuming after the last id it saw.
+                    await response.write(b": the stream has lasted its most; reconnect\n\n")
+                    break
+                if loop.time() - quiet_since > _KEEPALIVE:
+                    await response.write(b": keep-alive\n\n")
+                    quiet_since = loop.time()
+                pause = _FOLLOW_POLL if entries else min(pause * 2, _FOLLOW_POLL_MAX)
+                wait = RECHECK_SECONDS if wakeups.listening else pause
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        woken.wait(), timeout=min(wait, max(0.0, ends_at - loop.time()))
+                    )
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away
     return response

@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts
-from pao.gateway.follows import LogFollows
+from pao.gateway.follows import LogFollows, LogWakeups
 from pao.gateway.sessions import SessionKeys
 from pao.shared.eventstore import EventStore
 from pao.shared.keystore import Identity, KeyStore
@@ -34,6 +34,7 @@ CATALOG = web.AppKey("catalog", CatalogParts)
 STORE = web.AppKey("store", EventStore)
 SECRETS = web.AppKey("secrets", SecretProvider)
 FOLLOWS = web.AppKey("log_follows", LogFollows)
+WAKEUPS = web.AppKey("log_wakeups", LogWakeups)
 SESSIONS = web.AppKey("sessions", SessionKeys)
 STS_HTTP = web.AppKey("sts_http", aiohttp.ClientSession)
 
