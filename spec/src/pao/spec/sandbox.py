@@ -460,19 +460,31 @@ _active = threading.local()
 
 
 def _timed_out() -> RenderTimeout:
-    return RenderTimeout(f"rendering took longer than {RENDER_TIMEOUT * 1000:.0f} ms")
+    return RenderTimeout(
+        f"rendering took longer than {RENDER_TIMEOUT * 1000:.0f} ms of processor time"
+    )
 
 
 def tick() -> None:
-    """Stop a render past its deadline; the sandbox's hooks call this at every step."""
+    """Stop a render past its deadline; the sandbox's hooks call this at every step.
+
+    The deadline is the rendering thread's processor time, not the clock's: what it guards
+    against is a template that burns the processor, and a busy machine that keeps a render
+    waiting must not make a valid request fail.
+    """
     until = getattr(_active, "until", None)
-    if until is not None and time.monotonic() > until:
+    if until is not None and time.thread_time() > until:
         raise _timed_out()
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
-    if getattr(_active, "deadline", False):
+    if not getattr(_active, "deadline", False):
+        return
+    left = _active.until - time.thread_time()
+    if left <= 0:
         raise _timed_out()
+    # The clock ran out before the processor time did (the render waited): look again later.
+    signal.setitimer(signal.ITIMER_REAL, max(left, 0.005))
 
 
 _handler_installed = False
@@ -482,14 +494,15 @@ _handler_installed = False
 def deadline(seconds: float = RENDER_TIMEOUT) -> Iterator[None]:
     """Stop a render that runs longer than `seconds`, on any thread.
 
-    Every hook of the sandbox (calls, operators, attributes, filters, outputs) checks the clock,
-    so a render in a worker thread stops at its next step; on the main thread a timer signal also
-    interrupts a step that runs long between hooks.
+    `seconds` are the rendering thread's processor time (see `tick`). Every hook of the sandbox
+    (calls, operators, attributes, filters, outputs) checks it, so a render in a worker thread
+    stops at its next step; on the main thread a timer signal also interrupts a step that runs
+    long between hooks.
     """
     global _handler_installed
     outer = getattr(_active, "until", None)
     if outer is None:
-        _active.until = time.monotonic() + seconds
+        _active.until = time.thread_time() + seconds
         _active.sizes = {}
     try:
         if threading.current_thread() is not threading.main_thread() or outer is not None:
