@@ -26,6 +26,7 @@ never a reason to dead-letter: the event waits until they are back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import defaultdict
@@ -42,6 +43,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from pao.contracts.envelope import EventEnvelope, NewEvent
 from pao.contracts.events import REGISTRY, Event
 from pao.contracts.topics import DEAD_LETTER_TOPIC, topic_for_category
+from pao.shared import metrics
 from pao.shared.eventstore import ConcurrencyConflict
 from pao.shared.idempotency import handle_once
 from pao.shared.kafka import ensure_topics, make_consumer
@@ -117,6 +119,7 @@ class _Rebalance(ConsumerRebalanceListener):
         for tp in revoked:
             self._owner._claims.pop(tp, None)
             self._owner._verify.pop(tp, None)
+            self._owner._forget_lag(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # Nothing is handed out for these partitions until they are claimed and positioned.
@@ -159,6 +162,8 @@ class EventConsumer:
         self._claims: dict[TopicPartition, str] = {}
         #: partition -> (offset, event id, when to suspect the log) to find again before reading on
         self._verify: dict[TopicPartition, tuple[int, str, float]] = {}
+        #: partition -> the offset this group handled up to (the lag is measured from it)
+        self._handled_to: dict[TopicPartition, int] = {}
         self._broken: Exception | None = None
         self._stop = asyncio.Event()
         self.handled = 0
@@ -208,7 +213,10 @@ class EventConsumer:
                     await self._handle_batch(consumer, batch)
                 if self._verify:
                     await self._beyond_the_log(consumer)
+                self._sample_lag(consumer)
         finally:
+            for tp in list(self._handled_to):
+                self._forget_lag(tp)
             self._claims.clear()
             try:
                 await consumer.stop()  # leaves the group: its partitions move at once
@@ -239,6 +247,7 @@ class EventConsumer:
                 self._verify[tp] = (next_offset - 1, str(last_event), now + _VERIFY_PATIENCE)
             else:
                 await consumer.seek_to_beginning(tp)
+            self._handled_to[tp] = next_offset
         self._claims.update(claims)
         log.info(
             "partitions assigned",
@@ -344,6 +353,25 @@ class EventConsumer:
                         uuid.UUID(event_id) if event_id else None,
                         claim,
                     )
+                    self._handled_to[tp] = last.offset + 1
+
+    def _sample_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Records past the handled offset on each owned partition, from the high watermark the
+        last fetch reported (it may run short on some brokers: a gauge, never a decision)."""
+        for tp in self._claims.keys() & consumer.assignment():
+            try:
+                highwater = consumer.highwater(tp)
+            except (AssertionError, AttributeError):  # a rebalance took it meanwhile
+                continue
+            if highwater is not None:
+                lag = max(highwater - self._handled_to.get(tp, 0), 0)
+                metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
+
+    def _forget_lag(self, tp: TopicPartition) -> None:
+        """A partition no longer owned here: its lag is another instance's to report."""
+        self._handled_to.pop(tp, None)
+        with contextlib.suppress(KeyError):
+            metrics.CONSUMER_LAG.remove(self.name, tp.topic, str(tp.partition))
 
     def _forget(self, fenced: set[TopicPartition], claims: dict[TopicPartition, str]) -> None:
         """Drop the claims the fenced work ran under, unless a new assignment replaced them."""
@@ -415,6 +443,7 @@ class EventConsumer:
                     instance=self.instance,
                 ):
                     self.handled += 1
+                    metrics.CONSUMER_HANDLED.labels(self.name, record.topic).inc()
                 return True
             except Fenced:
                 raise
@@ -457,6 +486,7 @@ class EventConsumer:
         self, record: ConsumerRecord, event: EventEnvelope | None, reason: str
     ) -> None:
         self.dead_lettered += 1
+        metrics.CONSUMER_DEAD_LETTERED.labels(self.name, record.topic).inc()
         log.warning(
             "event sent to the dead-letter topic",
             consumer=self.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -10,6 +11,7 @@ import asyncpg
 import orjson
 
 from pao.contracts.envelope import EventEnvelope, NewEvent
+from pao.shared import metrics
 
 #: Pass as `expected_version` to append without a concurrency check.
 ANY_VERSION: Final = -1
@@ -154,13 +156,18 @@ class EventStore:
             sql, args = _APPEND_ONE_SQL, values[0]
         else:
             sql, args = _APPEND_SQL, tuple(list(column) for column in zip(*values, strict=True))
+        started = time.perf_counter()
         try:
             rows = await conn.fetch(sql, stream_id, expected_version, *args)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_version_unique":
+                metrics.EVENTSTORE_APPEND_CONFLICTS.inc()
                 raise ConcurrencyConflict(stream_id, expected_version) from exc
             raise
+        finally:
+            metrics.EVENTSTORE_APPEND_DURATION.observe(time.perf_counter() - started)
         if not rows:
+            metrics.EVENTSTORE_APPEND_CONFLICTS.inc()
             raise ConcurrencyConflict(stream_id, expected_version)
         return [
             EventEnvelope.model_construct(

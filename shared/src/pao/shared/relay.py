@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from pao.contracts.envelope import EventEnvelope
 from pao.contracts.topics import topic_for_stream
+from pao.shared import metrics
 from pao.shared.eventstore import Checkpoint, read_committed
 from pao.shared.lifecycle import pause, run_as_leader
 
@@ -42,6 +43,15 @@ SET transaction_id = EXCLUDED.transaction_id,
     global_position = EXCLUDED.global_position,
     published = EXCLUDED.published,
     updated_at = now()
+"""
+
+# How far behind the relay is: the store's head, and the age of the first event after the
+# checkpoint in commit-safe order (one index probe each on the relay's order and the primary key).
+_LAG_SQL = """
+SELECT (SELECT coalesce(max(global_position), 0) FROM events) AS head,
+       (SELECT extract(epoch FROM clock_timestamp() - recorded_at) FROM events
+        WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+        ORDER BY transaction_id, global_position LIMIT 1) AS oldest
 """
 
 EnsureTopics = Callable[[], Awaitable[None]]
@@ -161,7 +171,16 @@ class Relay:
         )
         self.checkpoint, self.offsets = checkpoint, offsets
         self.published += len(events)
+        metrics.RELAY_PUBLISHED.inc(len(events))
         return len(events)
+
+    async def sample_lag(self) -> None:
+        """Set the lag gauges: events not yet published, and how old the oldest of them is."""
+        row = await self._pool.fetchrow(
+            _LAG_SQL, str(self.checkpoint.transaction_id), self.checkpoint.global_position
+        )
+        metrics.RELAY_LAG_EVENTS.set(max(row["head"] - self.checkpoint.global_position, 0))
+        metrics.RELAY_LAG_SECONDS.set(max(float(row["oldest"] or 0.0), 0.0))
 
     async def _republish(self, partitions: list[str]) -> None:
         """The broker's log went backwards: publish everything again, from position 0."""
@@ -185,10 +204,14 @@ class Relay:
 
     async def _loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
+        next_sample = 0.0
         while not stop.is_set():
             started = time.monotonic()
             try:
                 published = await self.publish_batch()
+                if started >= next_sample:
+                    await self.sample_lag()
+                    next_sample = started + metrics.SAMPLE_SECONDS
                 backoff = 0.1
             except Exception as exc:  # noqa: BLE001 - an outage must park the relay, not kill it
                 self._topics_checked = self._ensure_topics is None

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
 
     http_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     http_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port serving GET /metrics for a process without the gateway; unset: off.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics port binds.")
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, description="Largest accepted body.")
     log_follows_per_user: int = Field(
         default=4, ge=1, description="Log streams (logs?follow=true) one user may hold open."

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from pao.fulfillment import definitions, intake
+from pao.fulfillment import definitions, intake, jobs
 from pao.fulfillment.breakers import Breakers
 from pao.fulfillment.definitions import Definitions
 from pao.fulfillment.executors import (
@@ -28,6 +28,7 @@ from pao.fulfillment.terraform import TerraformRunner
 from pao.fulfillment.tickets import Tickets
 from pao.fulfillment.worker import Worker
 from pao.shared.environments import environments, system_scope
+from pao.shared.metrics import sample_every
 from pao.shared.runtime import Scope
 from pao.shared.secrets import SecretNotFound, SecretProvider, secret_provider
 from pao.shared.settings import Settings
@@ -155,4 +156,7 @@ async def start(scope: Scope) -> Worker:
         lease=settings.fulfillment_lease_seconds,
     )
     scope.spawn("fulfillment-worker", worker.run(scope.stop))
+    scope.spawn(
+        "fulfillment-metrics", sample_every(scope.stop, lambda: jobs.sample_backlog(scope.pool))
+    )
     return worker

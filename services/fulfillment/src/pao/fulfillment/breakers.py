@@ -15,6 +15,7 @@ from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
 from pao.fulfillment.executors import ActionError
+from pao.shared import metrics
 
 
 class Parked(Exception):
@@ -55,3 +56,6 @@ class Breakers:
             if exc.transient and breaker.context.state == "opened":
                 raise self._parked(system, breaker.context.opened_at) from exc
             raise
+        finally:
+            state = metrics.BREAKER_STATES.get(breaker.context.state, 2)
+            metrics.BREAKER_STATE.labels(system=system).set(state)

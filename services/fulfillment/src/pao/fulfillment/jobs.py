@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from pao.shared import metrics
+
 
 @dataclass(frozen=True)
 class Job:
@@ -150,3 +152,22 @@ async def cancel_for_request(conn: asyncpg.Connection, request_id: str) -> int:
         request_id,
     )
     return int(result.split()[-1])
+
+
+# Only live jobs (pending or running) are read: the partial indexes keep this to the backlog.
+_BACKLOG_SQL = """
+SELECT count(*) FILTER (WHERE state = 'pending' AND due_at <= now()) AS due,
+       extract(epoch FROM now() - min(due_at) FILTER (WHERE state = 'pending' AND due_at <= now()))
+           AS oldest,
+       count(*) FILTER (WHERE kind = 'poll') AS polling
+FROM fulfillment_jobs
+WHERE state IN ('pending', 'running')
+"""
+
+
+async def sample_backlog(pool: asyncpg.Pool) -> None:
+    """Set the queue's gauges: jobs due, how long the oldest has waited, tickets being polled."""
+    row = await pool.fetchrow(_BACKLOG_SQL)
+    metrics.JOBS_DUE.set(row["due"])
+    metrics.JOBS_OLDEST_DUE_AGE.set(max(float(row["oldest"] or 0.0), 0.0))
+    metrics.JIRA_WATCHED_ISSUES.set(row["polling"])

@@ -34,6 +34,7 @@ from pao.fulfillment.executors import (
     TicketOpen,
 )
 from pao.fulfillment.terraform import Interrupted, StalePlan, TerraformError
+from pao.shared import metrics
 from pao.shared.eventstore import EventStore
 from pao.shared.secrets import SecretNotFound, SecretProvider
 from pao.spec.lifecycle import actions_for, manual_ticket
@@ -96,11 +97,39 @@ def finish(job: jobs.Job, error: str | None = None) -> Then:
 async def settle(parts: Parts, job: jobs.Job, report: ev.ActionReport, then: Then) -> None:
     """Record `report` and, in the same transaction, what the job queue does next."""
 
+    recorded: list[ledger.Fulfillment] = []
+
     async def step(conn: asyncpg.Connection, fulfillment: ledger.Fulfillment) -> None:
+        run = fulfillment.runs.get(report.action)
         await ledger.record(conn, parts.store, fulfillment, report)
         await then(conn, fulfillment)
+        recorded[:] = [fulfillment] if run is not None else []
 
     await ledger.write(parts.pool, parts.store, job.request_id, step)
+    if recorded:  # counted once the transaction committed
+        _count(job, report, recorded[0])
+
+
+#: The reports that end an action's run, as the outcome label of its metrics.
+_OUTCOMES = {
+    ev.ExecutionSucceeded: "succeeded",
+    ev.ExecutionFailed: "failed",
+    ev.ExecutionSkipped: "skipped",
+}
+
+
+def _count(job: jobs.Job, report: ev.ActionReport, fulfillment: ledger.Fulfillment) -> None:
+    """The action metrics for a report just recorded."""
+    kind = fulfillment.runs[report.action].type
+    if isinstance(report, ev.ExecutionStarted):
+        metrics.ACTION_ATTEMPTS.labels(type=kind).inc()
+        if report.action == FALLBACK and report.attempt <= 1:
+            metrics.FALLBACKS.labels(item=fulfillment.item_id).inc()
+    outcome = _OUTCOMES.get(type(report))
+    if outcome is not None:
+        metrics.ACTION_RUNS.labels(type=kind, outcome=outcome).inc()
+        took = (datetime.now(UTC) - job.created_at).total_seconds()
+        metrics.ACTION_DURATION.labels(type=kind, outcome=outcome).observe(max(took, 0.0))
 
 
 def _about(job: jobs.Job) -> dict[str, Any]:
@@ -318,7 +347,8 @@ async def poll(parts: Parts, job: jobs.Job) -> None:
     definition = action_definition(item, job.action, fulfillment.kind)
     try:
         async with parts.breakers.guard("jira"):
-            issue = await parts.manual.read(key)
+            with metrics.JIRA_POLL_DURATION.time():
+                issue = await parts.manual.read(key)
     except Parked as parked:
         await park(parts, job, parked)
         return

@@ -22,6 +22,7 @@ from pao.gateway import (
     webhooks,
 )
 from pao.gateway.follows import LogFollows, LogWakeups
+from pao.gateway.metrics import http_metrics
 from pao.gateway.middleware import authenticate, correlation_and_errors
 from pao.gateway.resources import (
     CATALOG,
@@ -55,7 +56,7 @@ def create_app(
 ) -> web.Application:
     """The aiohttp application; tests call this with their own parts."""
     app = web.Application(
-        middlewares=[correlation_and_errors, authenticate],
+        middlewares=[http_metrics, correlation_and_errors, authenticate],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 from pao.notification import MIGRATIONS, requests
 from pao.notification.channels import build_channels
-from pao.notification.outbox import OutboxSender
+from pao.notification.outbox import OutboxSender, sample_depth
 from pao.notification.routing import load_routing
+from pao.shared.metrics import sample_every
 from pao.shared.runtime import Scope
 
 __all__ = ["MIGRATIONS", "start"]
@@ -27,3 +28,4 @@ async def start(scope: Scope) -> None:
         scope.pool, channels, stale_after=timedelta(seconds=settings.notification_stale_seconds)
     )
     scope.spawn("notification-sender", sender.run(scope.stop))
+    scope.spawn("notification-metrics", sample_every(scope.stop, lambda: sample_depth(scope.pool)))

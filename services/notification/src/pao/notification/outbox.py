@@ -21,6 +21,7 @@ import structlog
 
 from pao.notification.channels import Channel, DeliveryError
 from pao.notification.notices import Notice
+from pao.shared import metrics
 from pao.shared.lifecycle import pause
 from pao.shared.outages import outage
 
@@ -191,9 +192,11 @@ class OutboxSender:
                 )
             await channel.send(notice)
         except DeliveryError as exc:
+            metrics.NOTIFICATION_SEND_FAILURES.labels(channel=notice.channel).inc()
             await self._record_failure(row, exc, fields)
             return
         except Exception as exc:
+            metrics.NOTIFICATION_SEND_FAILURES.labels(channel=notice.channel).inc()
             # A fault in the channel itself: whether anything went out is not known, and
             # at-most-once means not guessing.
             log.exception("notice outcome unknown: unexpected error while sending", **fields)
@@ -217,3 +220,15 @@ class OutboxSender:
             return
         await self._pool.execute(_FINAL_SQL, row["id"], "failed", error.message)
         log.warning("notice failed", error=error.message, transient=error.transient, **fields)
+
+
+# Both partial indexes (pending, sending) cover this: it reads the backlog, never the history.
+_DEPTH_SQL = """
+SELECT (SELECT count(*) FROM notification_outbox WHERE status = 'pending')
+     + (SELECT count(*) FROM notification_outbox WHERE status = 'sending')
+"""
+
+
+async def sample_depth(pool: asyncpg.Pool) -> None:
+    """Set the outbox depth gauge: notices pending or being sent."""
+    metrics.NOTIFICATION_OUTBOX_DEPTH.set(await pool.fetchval(_DEPTH_SQL))

@@ -20,6 +20,7 @@ from pao.shared.database import create_pool
 from pao.shared.eventstore import EventStore
 from pao.shared.kafka import ensure_topics
 from pao.shared.keystore import KeyStore
+from pao.shared.metrics import start_metrics_server
 from pao.shared.relay import Relay
 from pao.shared.runtime import Scope
 from pao.shared.settings import Settings
@@ -51,6 +52,8 @@ class Running:
     """Addresses of what started, for the banner and stack.json."""
 
     gateway_url: str | None = None
+    #: where GET /metrics answers when PAO_METRICS_PORT is set
+    metrics_url: str | None = None
     services: list[str] = field(default_factory=list)
 
 
@@ -90,6 +93,8 @@ async def run_services(
             await notification.start(scope)
         if "gateway" in names:
             running.gateway_url = await gateway.start(scope, keys)
+        if settings.metrics_port is not None:
+            running.metrics_url = await _serve_metrics(scope)
         running.services = [n for n in SERVICES if n in names]
         if on_started is not None:
             await on_started(running)
@@ -97,6 +102,17 @@ async def run_services(
     finally:
         await scope.close()
         await pool.close()
+
+
+async def _serve_metrics(scope: Scope) -> str:
+    """GET /metrics on PAO_METRICS_PORT, for scrapers of a process without the gateway."""
+    settings = scope.settings
+    assert settings.metrics_port is not None
+    runner = await start_metrics_server(settings.metrics_host, settings.metrics_port)
+    scope.cleanups.append(runner.cleanup)
+    host, port = runner.addresses[0][:2]
+    log.info("metrics served", url=f"http://{host}:{port}/metrics")
+    return f"http://{host}:{port}/metrics"
 
 
 async def _start_relay(scope: Scope, from_start: bool) -> None:
