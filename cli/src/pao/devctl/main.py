@@ -15,6 +15,7 @@ from pao.devctl import (
     preview,
     requests,
     resources,
+    stats,
     templates,
     terraform,
     validate,
@@ -42,6 +43,7 @@ app.add_typer(requests.app, name="request")
 app.add_typer(resources.app, name="resource")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(terraform.app, name="terraform")
+app.command("stats")(stats.stats)
 
 
 def client_version() -> str:

@@ -38,6 +38,7 @@ from pao.contracts.requests import (
     SubmitBody,
     UpdateResourceBody,
 )
+from pao.contracts.stats import PlatformStats
 
 OPENAPI_VERSION = "3.1.0"
 PREFIX = "/api/v1"
@@ -716,6 +717,16 @@ OPERATIONS: tuple[Operation, ...] = (
         raises=_RESOURCE_CHANGE,
     ),
     Operation(
+        "get",
+        "/stats",
+        "getPlatformStats",
+        "The platform's figures (admin or platform role): throughput, latencies, the fulfilment "
+        "queue, work parked behind open breakers, relay, projector and consumer lags.",
+        "platform",
+        PlatformStats,
+        raises=(errors.FORBIDDEN, *_DATABASE),
+    ),
+    Operation(
         "post",
         "/webhooks/github",
         "githubWebhook",
@@ -961,6 +972,7 @@ def document() -> dict[str, Any]:
                 "validation",
                 "requests",
                 "resources",
+                "platform",
                 "webhooks",
             )
         ],

@@ -18,6 +18,7 @@ from pao.gateway import (
     requests,
     resource_routes,
     signin,
+    stats,
     validation,
     webhooks,
 )
@@ -86,6 +87,7 @@ def create_app(
         preview,
         requests,
         resource_routes,
+        stats,
         webhooks,
     ):
         app.add_routes(module.routes)
