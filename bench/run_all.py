@@ -16,6 +16,7 @@ for script in (
     "catalog_api.py",
     "render.py",
     "request_flow.py",
+    "submit_floor.py",
     "provisioning.py",
     "rest_actions.py",
 ):

@@ -250,3 +250,47 @@ def test_each_failure_names_the_field_at_fault(keys: KeyStore) -> None:
         verify(signed(), keys, region="us-east-1", now=datetime.now(UTC) + timedelta(hours=1))
     assert caught.value.details[0].field == "X-Amz-Date"
     assert caught.value.suggestion
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("https://pao.example.com/api/v1/requests", {}),
+        ("https://pao.example.com/api/v1/requests?b=2&a=1&a=0&c", {}),
+        ("https://pao.example.com/api/v1/requests?q=a%20b&x=%2F", {}),
+        ("https://pao.example.com/api//v1/./catalog/../requests/", {}),
+        ("https://pao.example.com/api/v1/catalog/a%20b~c", {}),
+        ("https://pao.example.com:8443/api/v1/requests", {"X-Note": "  two   spaces  "}),
+        ("https://pao.example.com/api/v1/requests", {"User-Agent": "sdk/1.0", "X-B": "b"}),
+    ],
+)
+def test_any_sdk_signature_verifies_whatever_the_path_query_and_headers(
+    keys: KeyStore, url: str, headers: dict[str, str]
+) -> None:
+    # Signed as botocore signs for any AWS SDK call: the gateway must rebuild the same bytes.
+    aws = AWSRequest(method="PUT", url=url, data=BODY, headers=headers)
+    SigV4Auth(Credentials(KEY_ID, SECRET), "execute-api", "us-east-1").add_auth(aws)
+    parts = urlsplit(url)
+    lowered = {k.lower(): v for k, v in aws.headers.items()} | {"host": parts.netloc}
+    path_qs = parts.path + (f"?{parts.query}" if parts.query else "")
+    request = SignedRequest("PUT", parts.netloc, path_qs, lowered, BODY)
+    assert verify(request, keys, region="us-east-1").user == "dana"
+    elsewhere = SignedRequest("PUT", parts.netloc, path_qs.replace("api", "apx"), lowered, BODY)
+    assert rejected(elsewhere, keys) == errors.AUTH_SIGNATURE_MISMATCH.code
+
+
+def test_a_header_listed_twice_or_never_signed_by_sdks_changes_nothing(keys: KeyStore) -> None:
+    # SignedHeaders is read as a set, and a header no SDK signs (user-agent) is left out of the
+    # canonical request, as botocore does: the signature is the one botocore computes.
+    request = replace_headers(signed(), user_agent="curl/8")
+    auth = request.headers["authorization"]
+    listed = auth.split("SignedHeaders=")[1].split(",")[0]
+    padded = auth.replace(listed, f"{listed};user-agent;host")
+    assert verify(replace_headers(request, authorization=padded), keys, region="us-east-1")
+
+
+def test_the_same_key_verifies_again_and_a_wrong_secret_still_fails(keys: KeyStore) -> None:
+    # The derived key is cached per secret, date, region and service: never shared across secrets.
+    assert verify(signed(), keys, region="us-east-1").user == "dana"
+    assert verify(signed(), keys, region="us-east-1").user == "dana"
+    assert rejected(signed(secret="not-the-secret"), keys) == errors.AUTH_SIGNATURE_MISMATCH.code

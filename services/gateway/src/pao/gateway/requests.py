@@ -99,11 +99,13 @@ async def submit(request: web.Request) -> web.Response:
         idempotency_key=key,
         mode=body.mode,
     )
-    outcome = await handlers.earlier_submit(command, store=request.app[STORE])
     settings = request.app[SETTINGS]
-    if outcome is None:
-        view = request.app[CATALOG].view
-        item = view.items.get(body.item_id)
+    view = request.app[CATALOG].view
+    item = view.items.get(body.item_id)
+    # A new submit costs one statement: the key's claim and the first event together. A repeat
+    # finds the key claimed there and is answered as the first was; one the catalog now refuses
+    # (the item changed or went since) is looked up before it is refused.
+    try:
         if item is None:
             raise PaoError(
                 errors.ITEM_NOT_FOUND,
@@ -115,13 +117,20 @@ async def submit(request: web.Request) -> web.Response:
             store=request.app[STORE],
             item=item,
             item_hash=view.hashes[body.item_id],
-            default_environment=request.app[SETTINGS].default_environment,
+            default_environment=settings.default_environment,
             correlation_id=request[CORRELATION_ID],
             system=system_scope(settings),
             environments=environments(settings),
             expires_at=body.expires_at,
             catalog_mode=view.mode_of(body.item_id),
         )
+    except PaoError as exc:
+        if exc.code == errors.IDEMPOTENCY_KEY_REUSED:
+            raise
+        earlier = await handlers.earlier_submit(command, store=request.app[STORE])
+        if earlier is None:
+            raise
+        outcome = earlier
     status = "submitted"
     if not outcome.created:
         existing = await queries.get_request(request.app[POOL], outcome.request_id)

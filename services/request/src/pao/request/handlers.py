@@ -83,8 +83,8 @@ def _body_hash(cmd: SubmitRequest) -> str:
 
 
 async def earlier_submit(cmd: SubmitRequest, *, store: EventStore) -> Submitted | None:
-    """The request an Idempotency-Key already names, answered as it was (before any catalog
-    lookup or validation: the item may have changed or gone since)."""
+    """The request an Idempotency-Key already names, answered as it was (whatever the catalog
+    says now: the item may have changed or gone since)."""
     if not cmd.idempotency_key:
         return None
     row = await store.pool.fetchrow(
@@ -288,7 +288,7 @@ async def submit_request(
         )
         is None
     ):
-        # Another submit with this key got there first (between our check and now).
+        # Another submit with this key got there first.
         earlier = await earlier_submit(cmd, store=store)
         assert earlier is not None
         return earlier
