@@ -177,6 +177,9 @@ async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
         kafka_heartbeat_interval_ms=500,
         http_port=0,
         log_format="json",
+        # Roles are the cluster's, and would outlive the test databases on the shared server;
+        # test_terraform_isolation and the `pao up` stacks (clusters of their own) make them.
+        terraform_state_roles="off",
     )
     await ensure_topics(s, ALL_TOPICS)
     return s

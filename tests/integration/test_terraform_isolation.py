@@ -11,7 +11,13 @@ import pytest
 from conftest import REPO
 from pao.catalog.modules import CatalogFolder, ModuleError, ModuleSnapshots
 from pao.fulfillment.executors import ActionError, TerraformExecutor
-from pao.fulfillment.terraform import TerraformError, TerraformRunner
+from pao.fulfillment.state_logins import (
+    StateLogins,
+    StateLoginsUnavailable,
+    role_for,
+    with_login,
+)
+from pao.fulfillment.terraform import TerraformError, TerraformRunner, schema_for
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="session"),
@@ -119,3 +125,73 @@ async def test_the_catalog_snapshots_no_module_linked_from_outside(tmp_path: Pat
         await ModuleSnapshots().local("modules/escape", CatalogFolder(root=catalog))
 
     assert "symbolic link out of the catalog" in str(caught.value)
+
+
+STATE_READER = REPO / "tests" / "fixtures" / "terraform" / "state_reader"
+
+
+async def _drop_roles(dsn: str, *roles: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for role in roles:
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            if exists:
+                await conn.execute(f'DROP OWNED BY "{role}"')
+                await conn.execute(f'DROP ROLE "{role}"')
+    finally:
+        await conn.close()
+
+
+def probes_of(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+async def test_a_module_reads_only_its_own_state_with_the_login_it_is_given(
+    tmp_path: Path, database_url: str
+):
+    runner = TerraformRunner(
+        work_root=tmp_path / "work",
+        state_dsn=database_url,
+        timeout=120,
+        state_logins=StateLogins(database_url, mode="on"),
+    )
+    other, own = workspace(), workspace()
+    await runner.apply(ENVIRONMENT_MODULE, {"path": str(tmp_path / "first.env")}, workspace=other)
+    written = tmp_path / "probes.txt"
+    variables = {
+        "path": str(written),
+        "other_schema": schema_for(other),
+        "own_schema": schema_for(own),
+    }
+
+    try:
+        await runner.apply(STATE_READER, variables, workspace=own)
+    finally:
+        await _drop_roles(database_url, role_for(schema_for(other)), role_for(schema_for(own)))
+
+    probes = probes_of(written)
+    assert probes["user"] == role_for(schema_for(own))
+    assert "permission denied" in probes["events"]
+    assert "permission denied" in probes["other"]
+    assert probes["own"] == "1"  # its own state, which it may read
+
+
+async def test_without_the_right_to_make_roles_runs_share_the_state_login(
+    tmp_path: Path, database_url: str
+):
+    import asyncpg
+
+    role = f"pao_no_roles_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'x' NOCREATEROLE")
+        limited = with_login(database_url, role, "x")
+        with pytest.raises(StateLoginsUnavailable):
+            await StateLogins(limited, mode="on").enabled()
+        assert await StateLogins(limited, mode="auto").enabled() is False
+        assert await StateLogins(database_url, mode="off").enabled() is False
+    finally:
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN of Terraform's state (pg backend); modules can read it, so "
         "give it a role that owns only the terraform_* schemas. Unset: the database URL.",
     )
+    terraform_state_roles: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="A PostgreSQL role per Terraform workspace, allowed only its own state "
+        "(auto: when the state login may create roles; on: refuse to run Terraform otherwise).",
+    )
     terraform_passthrough_env: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated names of worker environment variables Terraform and its "

@@ -23,6 +23,7 @@ from pao.fulfillment.jira_check import Check, catalog_jira_use, check_jira
 from pao.fulfillment.modules import ModuleCache
 from pao.fulfillment.rest import RestExecutor
 from pao.fulfillment.restauth import AwsAccess
+from pao.fulfillment.state_logins import StateLogins
 from pao.fulfillment.steps import Parts
 from pao.fulfillment.terraform import TerraformRunner
 from pao.fulfillment.tickets import Tickets
@@ -104,11 +105,13 @@ async def parts_from_settings(scope: Scope) -> Parts:
             Tickets(scope.pool),
         )
     assert settings.database_url
+    state_dsn = settings.terraform_state_url or settings.database_url
     runner = TerraformRunner(
         work_root=settings.data_dir.resolve() / "terraform",
-        state_dsn=settings.terraform_state_url or settings.database_url,
+        state_dsn=state_dsn,
         binary=settings.terraform_binary,
         passthrough_env=settings.terraform_passthrough_env,
+        state_logins=StateLogins(state_dsn, mode=settings.terraform_state_roles),
     )
     definitions_by_hash = Definitions(scope.pool)
     by_environment = environments(settings)

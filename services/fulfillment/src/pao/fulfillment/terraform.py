@@ -39,6 +39,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from pao.fulfillment.state_logins import SKIP_CREATION, StateLogins, with_login
+
 _VAR_FILE = "pao-run.tfvars.json"
 _PLAN_FILE = "pao-run.tfplan"
 _EMPTY_STATE_FILE = "pao-empty-state.json"
@@ -316,8 +318,10 @@ class TerraformRunner:
         lock_timeout: float = 60,
         interrupt_grace: float = 30,
         passthrough_env: Sequence[str] = (),
+        state_logins: StateLogins | None = None,
     ) -> None:
         self.work_root = work_root
+        self._logins = state_logins
         self.passthrough_env = tuple(passthrough_env)
         self.binary = binary
         self.timeout = timeout
@@ -436,7 +440,9 @@ class TerraformRunner:
                     for name, entry in (shown.get("variables") or {}).items()
                     if isinstance(entry, Mapping)
                 }
-                call.secrets = _secrets_in(variables, self._state_dsn)
+                call.secrets = sorted(
+                    {*call.secrets, *_secrets_in(variables, self._state_dsn)}, key=len, reverse=True
+                )
                 await self._run(
                     call,
                     [
@@ -534,7 +540,14 @@ class TerraformRunner:
         state_in_postgres = backend in (None, "pg")
         init = ["init", "-input=false", "-no-color"]
         if state_in_postgres:
-            init.append(f"-backend-config=schema_name={schema_for(workspace)}")
+            schema = schema_for(workspace)
+            init.append(f"-backend-config=schema_name={schema}")
+            if self._logins is not None and await self._logins.enabled():
+                # The run (and its provisioners) log in as the workspace's own role.
+                role, password = await self._logins.login(schema, valid_for=self.timeout)
+                call.conn_str = with_login(call.conn_str, role, password)
+                call.secrets = sorted({*call.secrets, password}, key=len, reverse=True)
+                init.extend(SKIP_CREATION)
         await self._init(call, init)
         if state_in_postgres and ensure_state:
             await self._ensure_state(call)
