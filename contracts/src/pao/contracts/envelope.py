@@ -45,6 +45,8 @@ class EventEnvelope(BaseModel):
     causation_id: str | None = None
     actor: str | None = None
     data: dict[str, Any]
+    #: The W3C trace context the event was appended in (None when nothing was traced).
+    traceparent: str | None = None
 
     @property
     def category(self) -> str:

@@ -39,11 +39,12 @@ import pydantic
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from opentelemetry.trace import SpanKind
 
 from pao.contracts.envelope import EventEnvelope, NewEvent
 from pao.contracts.events import REGISTRY, Event
 from pao.contracts.topics import DEAD_LETTER_TOPIC, topic_for_category
-from pao.shared import metrics
+from pao.shared import metrics, tracing
 from pao.shared.eventstore import ConcurrencyConflict
 from pao.shared.idempotency import handle_once
 from pao.shared.kafka import ensure_topics, make_consumer
@@ -424,6 +425,38 @@ class EventConsumer:
         except (KeyError, pydantic.ValidationError) as exc:
             await self._dead_letter(record, envelope, f"undecodable {envelope.event_type}: {exc}")
             return True
+        if not tracing.enabled():
+            return await self._apply(tp, record, claim, envelope, event, handler)
+        parent = tracing.context_of(_header(record, "traceparent") or envelope.traceparent)
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.kafka.consumer.group": self.name,
+            "messaging.message.id": str(envelope.event_id),
+            "pao.event_type": envelope.event_type,
+        }
+        with tracing.span(
+            f"{record.topic} process",
+            kind=SpanKind.CONSUMER,
+            parent=parent,
+            attributes=attributes,
+            correlation_id=envelope.correlation_id,
+        ):
+            return await self._apply(tp, record, claim, envelope, event, handler)
+
+    async def _apply(
+        self,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        claim: str,
+        envelope: EventEnvelope,
+        event: Event,
+        handler: Handler,
+    ) -> bool:
+        """Run the handler once for the event, through failures and outages."""
 
         async def handle(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
             await handler(Delivery(event, envelope, conn))

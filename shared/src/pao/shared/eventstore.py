@@ -11,24 +11,25 @@ import asyncpg
 import orjson
 
 from pao.contracts.envelope import EventEnvelope, NewEvent
-from pao.shared import metrics
+from pao.shared import metrics, tracing
 
 #: Pass as `expected_version` to append without a concurrency check.
 ANY_VERSION: Final = -1
 
 _COLUMNS = (
     "global_position, event_id, stream_id, stream_version, event_type, schema_version, "
-    "occurred_at, correlation_id, causation_id, actor, data"
+    "occurred_at, correlation_id, causation_id, actor, data, traceparent"
 )
 
 # One statement appends a whole batch. The WHERE clause refuses an expected version the stream has
 # not reached (which would leave a hole); the unique (stream_id, stream_version) constraint refuses
-# one it has passed, including a concurrent appender that got there first.
+# one it has passed, including a concurrent appender that got there first. $11 is the trace
+# context of the append, the same for the whole batch.
 _APPEND_SQL = """
 INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
-                    occurred_at, correlation_id, causation_id, actor, data)
+                    occurred_at, correlation_id, causation_id, actor, data, traceparent)
 SELECT e.event_id, $1, $2 + e.n, e.event_type, e.schema_version,
-       e.occurred_at, e.correlation_id, e.causation_id, e.actor, e.data::jsonb
+       e.occurred_at, e.correlation_id, e.causation_id, e.actor, e.data::jsonb, $11
 FROM unnest($3::uuid[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[],
             $9::text[], $10::text[])
      WITH ORDINALITY AS e(event_id, event_type, schema_version, occurred_at, correlation_id,
@@ -41,20 +42,21 @@ RETURNING global_position, stream_version
 # The same for the common case of one event, without the cost of unnest.
 _APPEND_ONE_SQL = """
 INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
-                    occurred_at, correlation_id, causation_id, actor, data)
-SELECT $3, $1, $2 + 1, $4, $5, $6, $7, $8, $9, $10::text::jsonb
+                    occurred_at, correlation_id, causation_id, actor, data, traceparent)
+SELECT $3, $1, $2 + 1, $4, $5, $6, $7, $8, $9, $10::text::jsonb, $11
 WHERE $2 = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND stream_version = $2)
 RETURNING global_position, stream_version
 """
 
 
 # A new stream's first event, inserted only if the claim (an INSERT ... ON CONFLICT DO NOTHING
-# RETURNING, with parameters from $10) inserted a row: one statement, so one round trip.
+# RETURNING, with parameters from $10) inserted a row: one statement, so one round trip. The
+# trace context is the last parameter, after the claim's.
 _START_IF_CLAIMED_SQL = """
 WITH claimed AS ({claim})
 INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
-                    occurred_at, correlation_id, causation_id, actor, data)
-SELECT $2, $1, 1, $3, $4, $5, $6, $7, $8, $9::text::jsonb FROM claimed
+                    occurred_at, correlation_id, causation_id, actor, data, traceparent)
+SELECT $2, $1, 1, $3, $4, $5, $6, $7, $8, $9::text::jsonb, ${traceparent} FROM claimed
 RETURNING global_position
 """
 
@@ -85,6 +87,7 @@ def envelope_from_row(row: asyncpg.Record) -> EventEnvelope:
         causation_id=row["causation_id"],
         actor=row["actor"],
         data=row["data"],
+        traceparent=row["traceparent"],
     )
 
 
@@ -156,9 +159,10 @@ class EventStore:
             sql, args = _APPEND_ONE_SQL, values[0]
         else:
             sql, args = _APPEND_SQL, tuple(list(column) for column in zip(*values, strict=True))
+        traceparent = tracing.current_traceparent()
         started = time.perf_counter()
         try:
-            rows = await conn.fetch(sql, stream_id, expected_version, *args)
+            rows = await conn.fetch(sql, stream_id, expected_version, *args, traceparent)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_version_unique":
                 metrics.EVENTSTORE_APPEND_CONFLICTS.inc()
@@ -182,6 +186,7 @@ class EventStore:
                 causation_id=e.causation_id,
                 actor=e.actor,
                 data=e.data,
+                traceparent=traceparent,
             )
             for e, row in zip(events, rows, strict=True)
         ]
@@ -192,8 +197,9 @@ class EventStore:
         """Start a stream with `event` in the same statement as `claim` (an INSERT ... ON
         CONFLICT DO NOTHING RETURNING, its parameters numbered from $10); None when the claim
         found its row taken, in which case nothing is written."""
+        traceparent = tracing.current_traceparent()
         position = await self._pool.fetchval(
-            _START_IF_CLAIMED_SQL.format(claim=claim),
+            _START_IF_CLAIMED_SQL.format(claim=claim, traceparent=10 + len(claim_args)),
             stream_id,
             event.event_id,
             event.event_type,
@@ -204,6 +210,7 @@ class EventStore:
             event.actor,
             orjson.dumps(event.data).decode(),
             *claim_args,
+            traceparent,
         )
         if position is None:
             return None
@@ -219,6 +226,7 @@ class EventStore:
             causation_id=event.causation_id,
             actor=event.actor,
             data=event.data,
+            traceparent=traceparent,
         )
 
     @staticmethod
@@ -277,7 +285,8 @@ async def read_stream(
 # in (transaction id, position) order. See pao.shared.relay for why this never skips a row.
 _COMMITTED_SQL = """
 SELECT transaction_id::text AS txid, global_position, event_id, stream_id, stream_version,
-       event_type, schema_version, occurred_at, correlation_id, causation_id, actor, data
+       event_type, schema_version, occurred_at, correlation_id, causation_id, actor, data,
+       traceparent
 FROM events
 WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())

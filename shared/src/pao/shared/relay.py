@@ -67,7 +67,8 @@ def encode_envelope(event: EventEnvelope) -> bytes:
 
 
 def record_headers(event: EventEnvelope) -> list[tuple[str, bytes]]:
-    """Kafka headers that let consumers route without parsing the value."""
+    """Kafka headers that let consumers route without parsing the value, and continue the
+    trace the event was appended in."""
     headers = [
         ("event_type", event.event_type.encode()),
         ("event_id", str(event.event_id).encode()),
@@ -75,6 +76,8 @@ def record_headers(event: EventEnvelope) -> list[tuple[str, bytes]]:
     ]
     if event.correlation_id:
         headers.append(("correlation_id", event.correlation_id.encode()))
+    if event.traceparent:
+        headers.append(("traceparent", event.traceparent.encode()))  # W3C trace context
     return headers
 
 

@@ -31,6 +31,7 @@ from pao.devstack.devkey import load_or_create_dev_key
 from pao.devstack.jira import CORRELATION_FIELD, EmbeddedJira
 from pao.devstack.postgres import EmbeddedPostgres
 from pao.gateway.bootstrap import unsafe_auth_mode
+from pao.shared import tracing
 from pao.shared.database import migrate
 from pao.shared.kafka import ensure_topics
 from pao.shared.logs import configure_logging
@@ -61,10 +62,13 @@ def up(
     configure_logging(settings.log_level, settings.log_format)
     if problem := unsafe_auth_mode(settings):
         fail(problem)
+    tracing.configure("pao")
     try:
         asyncio.run(_up(settings))
     except KeyboardInterrupt:
         pass
+    finally:
+        tracing.shutdown()
 
 
 async def _up(settings: Settings) -> None:

@@ -9,8 +9,10 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from opentelemetry.trace import Span, SpanKind
 
 from pao.fulfillment.retry_after import retry_after as wait_asked
+from pao.shared import tracing
 
 _ISSUE_FIELDS = "summary,status,priority,labels,description,project,creator,reporter"
 _COMMENT_PAGE = 100
@@ -124,6 +126,23 @@ class JiraClient:
         params: dict[str, str] | None = None,
     ) -> Any:
         url = f"{self.base_url}{path}"
+        with tracing.span(f"JIRA {method}", kind=SpanKind.CLIENT) as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {"http.request.method": method, "url.full": tracing.shown_url(url)}
+                )
+            return await self._exchange(span, method, url, path, body, params)
+
+    async def _exchange(
+        self,
+        span: Span,
+        method: str,
+        url: str,
+        path: str,
+        body: Any,
+        params: dict[str, str] | None,
+    ) -> Any:
+        """One call and its decoded answer; every failure a JiraError."""
         what = f"JIRA {method} {path}"
         try:
             async with self._session.request(
@@ -131,11 +150,12 @@ class JiraClient:
                 url,
                 json=body,
                 params=params,
-                headers=self._headers,
+                headers=tracing.outgoing(self._headers),
                 timeout=self._timeout,
             ) as response:
                 payload = await response.read()
                 status = response.status
+                span.set_attribute("http.response.status_code", status)
                 retry_after = wait_asked(response.headers.get("Retry-After"))
         except TimeoutError:
             raise JiraError(f"{what} timed out", transient=True) from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from pao.shared import metrics
+from pao.shared import metrics, tracing
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class Job:
     due_at: datetime
     created_at: datetime
     claim: str = ""
+    #: The trace context the job was scheduled in, which its run continues.
+    traceparent: str | None = None
 
 
 class LeaseLost(Exception):
@@ -49,11 +51,12 @@ async def schedule(
     delay: float = 0.0,
     attempt: int = 1,
 ) -> bool:
-    """Add a job unless one with the same dedupe key exists; True if added."""
+    """Add a job unless one with the same dedupe key exists; True if added. The job keeps the
+    current trace context, for its run to continue."""
     added = await conn.fetchval(
         """INSERT INTO fulfillment_jobs (request_id, action, generation, kind, dedupe_key,
-               payload, attempt, due_at)
-           VALUES ($1, $2, $8, $3, $4, $5, $6, now() + make_interval(secs => $7))
+               payload, attempt, due_at, traceparent)
+           VALUES ($1, $2, $8, $3, $4, $5, $6, now() + make_interval(secs => $7), $9)
            ON CONFLICT (dedupe_key) DO NOTHING RETURNING id""",
         request_id,
         action,
@@ -63,6 +66,7 @@ async def schedule(
         attempt,
         delay,
         generation,
+        tracing.current_traceparent(),
     )
     return added is not None
 
@@ -81,7 +85,7 @@ async def claim(
                         -- New work first: a backlog of polls must not delay opening tickets.
                         ORDER BY kind = 'poll', due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
            RETURNING id, request_id, action, generation, kind, attempt, payload, due_at,
-                     created_at, claim""",
+                     created_at, claim, traceparent""",
         limit,
         lease,
         worker,

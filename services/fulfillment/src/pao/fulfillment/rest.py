@@ -27,6 +27,7 @@ from xml.etree import ElementTree
 import aiohttp
 import structlog
 from multidict import CIMultiDict
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
 from pao.fulfillment.executors import ActionError, Finished, Outcome, RunKey
@@ -40,6 +41,7 @@ from pao.fulfillment.restauth import (
     sigv4_headers,
 )
 from pao.fulfillment.retry_after import retry_after
+from pao.shared import tracing
 from pao.spec.problems import pointer_tokens, walk
 from pao.spec.validation import HTTP_TOKEN
 
@@ -420,11 +422,24 @@ class RestExecutor:
 
     async def _send(self, call: Outgoing, limit: int) -> Answer:
         _check_headers(call, call.headers)
+        with tracing.span(f"REST {call.method}", kind=SpanKind.CLIENT) as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {"http.request.method": call.method, "url.full": tracing.shown_url(call.url)}
+                )
+            answer = await self._transmit(call, limit)
+            span.set_attribute("http.response.status_code", answer.status)
+            if answer.status >= 400:
+                span.set_status(Status(StatusCode.ERROR))
+            return answer
+
+    async def _transmit(self, call: Outgoing, limit: int) -> Answer:
+        """One call on the wire (the trace context added to its headers, after any signature)."""
         try:
             async with self._session.request(
                 call.method,
                 URL(call.url, encoded=True),
-                headers=call.headers,
+                headers=tracing.outgoing(call.headers),
                 data=call.body or None,
                 allow_redirects=False,
                 timeout=self._timeout,

@@ -34,7 +34,7 @@ from pao.fulfillment.executors import (
     TicketOpen,
 )
 from pao.fulfillment.terraform import Interrupted, StalePlan, TerraformError
-from pao.shared import metrics
+from pao.shared import metrics, tracing
 from pao.shared.eventstore import EventStore
 from pao.shared.secrets import SecretNotFound, SecretProvider
 from pao.spec.lifecycle import actions_for, manual_ticket
@@ -141,6 +141,7 @@ async def _current_run(parts: Parts, job: jobs.Job) -> tuple[ledger.Fulfillment,
     run = fulfillment.runs.get(job.action) if fulfillment else None
     if fulfillment is None or run is None or run.generation != job.generation:
         return None
+    tracing.correlate(fulfillment.correlation_id)
     return fulfillment, run
 
 
@@ -183,6 +184,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
         await _wait_for_definition(parts, job, fulfillment.item_hash)
         return
     definition = action_definition(item, job.action, fulfillment.kind)
+    tracing.annotate({"pao.action_type": definition["type"]})
     kind = definition["type"]
     names = secrets_used(definition[kind]) | secrets_used(definition.get("when", ""))
     context = run_context(fulfillment, item, system=parts.system, environments=parts.environments)
@@ -345,6 +347,7 @@ async def poll(parts: Parts, job: jobs.Job) -> None:
         await _wait_for_definition(parts, job, fulfillment.item_hash)
         return
     definition = action_definition(item, job.action, fulfillment.kind)
+    tracing.annotate({"pao.action_type": definition["type"]})
     try:
         async with parts.breakers.guard("jira"):
             with metrics.JIRA_POLL_DURATION.time():
@@ -560,6 +563,7 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
         await _wait_for_definition(parts, job, fulfillment.item_hash)
         return
     definition = action_definition(item, job.action, fulfillment.kind)
+    tracing.annotate({"pao.action_type": definition["type"]})
     try:
         spec, hidden = await _rendered(parts, fulfillment, item, definition)
     except (RenderError, SecretNotFound) as exc:
@@ -615,3 +619,22 @@ STEPS: dict[str, Callable[[Parts, jobs.Job], Awaitable[None]]] = {
     "poll": poll,
     "comment": comment,
 }
+
+
+async def run_job(parts: Parts, job: jobs.Job) -> None:
+    """Run a job's step; traced, inside an action span continuing the trace that scheduled it."""
+    step = STEPS[job.kind]
+    if not tracing.enabled():
+        await step(parts, job)
+        return
+    attributes = {
+        "pao.action": job.action,
+        "pao.request_id": job.request_id,
+        "pao.job.kind": job.kind,
+        "pao.attempt": job.attempt,
+        "pao.generation": job.generation,
+    }
+    with tracing.span(
+        f"action {job.kind}", parent=tracing.context_of(job.traceparent), attributes=attributes
+    ):
+        await step(parts, job)

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from pao.fulfillment.state_logins import SKIP_CREATION, StateLogins, with_login
+from pao.shared import tracing
 
 _VAR_FILE = "pao-run.tfvars.json"
 _PLAN_FILE = "pao-run.tfplan"
@@ -194,6 +195,7 @@ class _Call:
     conn_str: str
     on_message: MessageSink | None = None
     should_stop: StopCheck | None = None
+    workspace: str = ""
 
 
 def workspace_slug(workspace: str) -> str:
@@ -345,7 +347,7 @@ class TerraformRunner:
         # The pg backend locks the state too; this lock keeps two runs in this process from
         # sharing (and deleting) one working directory.
         async with self._locks.setdefault(slug, asyncio.Lock()):
-            call = self._call(slug, variables)
+            call = self._call(slug, variables, workspace=workspace)
             await self._prepare(module_dir, workspace, call)
             var_file = call.work_dir / _VAR_FILE
             try:
@@ -384,7 +386,9 @@ class TerraformRunner:
         """Plan the module with `variables` in `workspace` (or its destruction); save the plan."""
         slug = workspace_slug(workspace)
         async with self._locks.setdefault(slug, asyncio.Lock()):
-            call = self._call(slug, variables, on_message, should_stop, run_tag)
+            call = self._call(
+                slug, variables, on_message, should_stop, run_tag, workspace=workspace
+            )
             await self._prepare(module_dir, workspace, call)
             var_file = call.work_dir / _VAR_FILE
             plan_path = call.work_dir / _PLAN_FILE
@@ -427,7 +431,7 @@ class TerraformRunner:
         """
         slug = workspace_slug(workspace)
         async with self._locks.setdefault(slug, asyncio.Lock()):
-            call = self._call(slug, {}, on_message, should_stop, run_tag)
+            call = self._call(slug, {}, on_message, should_stop, run_tag, workspace=workspace)
             # A plan is only made against a stored state, so there is no empty one to create.
             await self._prepare(module_dir, workspace, call, ensure_state=False)
             plan_path = call.work_dir / _PLAN_FILE
@@ -519,6 +523,8 @@ class TerraformRunner:
         on_message: MessageSink | None = None,
         should_stop: StopCheck | None = None,
         run_tag: str | None = None,
+        *,
+        workspace: str = "",
     ) -> _Call:
         application_name = _APPLICATION_PREFIX + run_tag_label(run_tag) if run_tag else None
         return _Call(
@@ -529,6 +535,7 @@ class TerraformRunner:
             conn_str=backend_conn_str(self._state_dsn, application_name=application_name),
             on_message=on_message,
             should_stop=should_stop,
+            workspace=workspace,
         )
 
     async def _prepare(
@@ -619,6 +626,22 @@ class TerraformRunner:
         also_transient: Sequence[str] = (),
         stream: bool = False,
         stoppable: bool = True,
+    ) -> str:
+        """Run one terraform command in a span of its own (`terraform init`, `terraform plan`)."""
+        attributes = {"pao.terraform.command": args[0], "pao.terraform.workspace": call.workspace}
+        with tracing.span(f"terraform {args[0]}", attributes=attributes):
+            return await self._command(
+                call, args, also_transient=also_transient, stream=stream, stoppable=stoppable
+            )
+
+    async def _command(
+        self,
+        call: _Call,
+        args: list[str],
+        *,
+        also_transient: Sequence[str],
+        stream: bool,
+        stoppable: bool,
     ) -> str:
         """Run one terraform command in the call's working directory; its stdout.
 

@@ -14,7 +14,7 @@ import asyncio
 import structlog
 
 from pao.fulfillment import jobs
-from pao.fulfillment.steps import STEPS, Parts
+from pao.fulfillment.steps import Parts, run_job
 from pao.shared.lifecycle import pause
 from pao.shared.outages import Backoff, outage
 from pao.shared.runtime import INSTANCE
@@ -89,7 +89,7 @@ class Worker:
         async with self._slots:
             structlog.contextvars.bind_contextvars(request_id=job.request_id, action=job.action)
             try:
-                await STEPS[job.kind](self._parts, job)
+                await run_job(self._parts, job)
                 self.done += 1
             except jobs.LeaseLost:
                 log.info("job taken over by another worker; its result here is dropped")

@@ -40,6 +40,7 @@ from pao.gateway.resources import (
     ReadinessCheck,
 )
 from pao.gateway.sessions import SessionKeys
+from pao.gateway.tracing import traced
 from pao.shared.kafka import broker_reachable, missing_topics
 from pao.shared.keystore import KeyStore
 from pao.shared.secrets import SecretProvider, secret_provider
@@ -57,7 +58,7 @@ def create_app(
 ) -> web.Application:
     """The aiohttp application; tests call this with their own parts."""
     app = web.Application(
-        middlewares=[http_metrics, correlation_and_errors, authenticate],
+        middlewares=[http_metrics, traced, correlation_and_errors, authenticate],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -21,6 +21,7 @@ import structlog
 import typer
 
 from pao.gateway.bootstrap import unsafe_auth_mode
+from pao.shared import tracing
 from pao.shared.database import migrate
 from pao.shared.logs import configure_logging
 from pao.stack import jira, secrets
@@ -72,7 +73,11 @@ def serve(
 
         await run_services(settings, services, stop, keys=keys, on_started=started)
 
-    asyncio.run(main())
+    tracing.configure("pao-" + "+".join(services))
+    try:
+        asyncio.run(main())
+    finally:
+        tracing.shutdown()
 
 
 @app.command("migrate")
