@@ -299,6 +299,8 @@ async def _follow_logs(request: web.Request, request_id: str, after: int) -> web
                 if loop.time() - quiet_since > _KEEPALIVE:
                     await response.write(b": keep-alive\n\n")
                     quiet_since = loop.time()
+                if status in queries.ENDED:
+                    continue  # ended with entries just sent: read once more, then say so
                 pause = _FOLLOW_POLL if entries else min(pause * 2, _FOLLOW_POLL_MAX)
                 wait = RECHECK_SECONDS if wakeups.listening else pause
                 with contextlib.suppress(TimeoutError):
