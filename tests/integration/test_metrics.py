@@ -132,8 +132,10 @@ async def test_the_gateway_exposes_what_a_fulfilled_request_did(
 
     async def finished() -> Scrape | None:
         now = await scrape(f"{stack.url}/metrics")
-        done = now.value("pao_requests_finished_total", item="eks-application", status="completed")
-        return now if done > before.value("pao_requests_finished_total") else None
+        labels = {"item": "eks-application", "status": "completed"}
+        done = now.value("pao_requests_finished_total", **labels)
+        # Counters are the process's: earlier tests in this process counted their requests too.
+        return now if done > before.value("pao_requests_finished_total", **labels) else None
 
     after = await eventually(finished, timeout=15, what="the request counted as finished")
 
@@ -159,7 +161,8 @@ async def test_the_gateway_exposes_what_a_fulfilled_request_did(
     assert moved("pao_requests_finished_total", item="eks-application", status="completed") == 1
     took = {"item": "eks-application", "mode": "manual", "status": "completed"}
     assert moved("pao_request_duration_seconds_count", **took) == 1
-    assert moved("pao_action_attempts_total", type="jira") == 1
+    # One run; its attempts are one, or more where JIRA answered slowly and the step ran again.
+    assert moved("pao_action_attempts_total", type="jira") >= 1
     assert moved("pao_action_runs_total", type="jira", outcome="succeeded") == 1
     assert moved("pao_action_duration_seconds_count", type="jira", outcome="succeeded") == 1
     assert moved("pao_jira_poll_duration_seconds_count") >= 1
