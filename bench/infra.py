@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import yaml
 
 from pao.shared.database import migrate
 from pao.stack.runtime import MIGRATIONS
@@ -72,3 +73,18 @@ def percentile(values: list[float], pct: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=1000, method="inclusive")[int(pct * 10) - 1]
+
+
+def write_keys(directory: Path, key_id: str, secret: str) -> Path:
+    """A key store with the benchmark's one admin key, for the gateway it starts."""
+    keys = directory / "keys.yaml"
+    entry = {
+        "access_key_id": key_id,
+        "secret_access_key": secret,
+        "user": "bench",
+        "name": "Bench User",
+        "email": "bench@example.com",
+        "roles": ["admin"],
+    }
+    keys.write_text(yaml.safe_dump([entry]))
+    return keys

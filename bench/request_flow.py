@@ -41,10 +41,9 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import yaml
 from botocore.credentials import ReadOnlyCredentials
 
-from infra import broker, fresh_database, percentile
+from infra import broker, fresh_database, percentile, write_keys
 from pao.devctl.client import Target, sign
 from pao.devstack.jira import EmbeddedJira
 from pao.devstack.ports import free_port
@@ -132,21 +131,7 @@ async def start_stack(  # the gateway and the other services, each process its o
     pao: Path = BIN / "pao",
     catalog: Path = REPO / "catalog",
 ) -> tuple[list[ChildProcess], str]:
-    keys = tmp / "keys.yaml"
-    keys.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "access_key_id": KEY_ID,
-                    "secret_access_key": SECRET,
-                    "user": "bench",
-                    "name": "Bench User",
-                    "email": "bench@example.com",
-                    "roles": ["admin"],
-                }
-            ]
-        )
-    )
+    keys = write_keys(tmp, KEY_ID, SECRET)
     port = free_port()
     env = {
         **os.environ,

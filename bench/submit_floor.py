@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import yaml
 from botocore.credentials import ReadOnlyCredentials
 
-from infra import broker, fresh_database, percentile
+from infra import broker, fresh_database, percentile, write_keys
 from pao.contracts.topics import ALL_TOPICS
 from pao.devctl.client import Target, sign
 from pao.devstack.ports import free_port
@@ -179,21 +178,7 @@ async def ready(url: str, processes: list[ChildProcess]) -> None:
 
 
 def start_gateway(dsn: str, bootstrap: str, tmp: Path) -> tuple[ChildProcess, str]:
-    keys = tmp / "keys.yaml"
-    keys.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "access_key_id": KEY_ID,
-                    "secret_access_key": SECRET,
-                    "user": "bench",
-                    "name": "Bench User",
-                    "email": "bench@example.com",
-                    "roles": ["admin"],
-                }
-            ]
-        )
-    )
+    keys = write_keys(tmp, KEY_ID, SECRET)
     port = free_port()
     env = {
         **os.environ,
