@@ -51,36 +51,62 @@ async def load_through(
     return ids + await submit_many(url, after, refusals=refusals, first=n)
 
 
-async def finish_every_ticket(url: str, jira_url: str, ids: list[str]) -> None:
-    """Each request reaches its JIRA issue; the issue is moved to Done; the request completes."""
+async def finish_every_ticket(url: str, jira_url: str, ids: list[str], dsn: str) -> None:
+    """Each request reaches its JIRA issue; the issue is moved to Done; the request completes.
+    Requests are followed eight at a time, as the people working the tickets would."""
+    lanes = asyncio.Semaphore(8)
     async with aiohttp.ClientSession() as http:
         jira = JiraClient(jira_url, session=http)
-        for request_id in ids:
 
-            async def waiting(request_id: str = request_id) -> str | None:
+        async def finish(request_id: str) -> None:
+            async def waiting() -> str | None:
                 status = await call(url, "GET", f"/requests/{request_id}/status")
                 outputs = status["actions"][0]["outputs"]
                 return outputs.get("key") if status["status"] == "awaiting_manual" else None
 
-            try:
-                key = await eventually(waiting, timeout=90, interval=0.3, what="a ticket")
-            except AssertionError as exc:
-                logs = await call(url, "GET", f"/requests/{request_id}/logs")
-                lines = [f"{e['event_type']}: {e['message']}" for e in logs["entries"]]
-                raise AssertionError(f"{request_id} never reached its ticket: {lines}") from exc
-            await jira.transition_to(key, "Done")
-    for request_id in ids:
+            async def completed() -> bool:
+                status = await call(url, "GET", f"/requests/{request_id}/status")
+                return status["status"] == "completed"
 
-        async def completed(request_id: str = request_id) -> bool:
-            status = await call(url, "GET", f"/requests/{request_id}/status")
-            return status["status"] == "completed"
+            async with lanes:
+                try:
+                    key = await eventually(waiting, timeout=90, interval=0.3, what="a ticket")
+                except AssertionError as exc:
+                    raise AssertionError(
+                        f"{request_id} never reached its ticket: {await log_lines(url, request_id)}"
+                    ) from exc
+                await jira.transition_to(key, "Done")
+                try:
+                    await eventually(completed, timeout=90, interval=0.3, what="completion")
+                except AssertionError as exc:
+                    raise AssertionError(
+                        f"{request_id} never completed: {await log_lines(url, request_id)}; "
+                        f"jobs: {await job_rows(dsn, request_id)}"
+                    ) from exc
 
-        try:
-            await eventually(completed, timeout=90, interval=0.3, what="completion")
-        except AssertionError as exc:
-            logs = await call(url, "GET", f"/requests/{request_id}/logs")
-            lines = [f"{e['event_type']}: {e['message']}" for e in logs["entries"]]
-            raise AssertionError(f"{request_id} never completed: {lines}") from exc
+        async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
+            for request_id in ids:
+                group.create_task(finish(request_id))
+
+
+async def log_lines(url: str, request_id: str) -> list[str]:
+    """The request's log, one line per entry, for a failure's message."""
+    logs = await call(url, "GET", f"/requests/{request_id}/logs")
+    return [f"{e['event_type']}: {e['message']}" for e in logs["entries"]]
+
+
+async def job_rows(dsn: str, request_id: str) -> list[dict[str, object]]:
+    """The request's fulfilment jobs, for a failure's message."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT id, kind, state, attempt, worker, due_at, lease_until, last_error, updated_at "
+            "FROM fulfillment_jobs WHERE request_id = $1 ORDER BY id",
+            request_id,
+        )
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
 
 
 async def every_request_completed_once(dsn: str, jira_url: str, ids: list[str]) -> None:
@@ -142,7 +168,7 @@ async def test_a_postgresql_outage_is_ridden_out(
         assert body["error"]["code"] == "PAO-SYS-002"
         assert headers.get("retry-after")
         assert "503 PAO-SYS-002" in refusals  # submits were refused, then accepted on retry
-        await finish_every_ticket(url, jira_url, ids)
+        await finish_every_ticket(url, jira_url, ids, dsn)
         await every_request_completed_once(dsn, jira_url, ids)
         assert all(processes.alive().values()), processes.alive()
         assert processes.logged("event dead-lettered") == []
@@ -172,7 +198,7 @@ async def test_a_broker_restart_loses_nothing(
                 bounced = asyncio.create_task(restart())
                 ids = await load_through(url, bounced, before=15, after=15, refusals=[])
                 await bounced
-                await finish_every_ticket(url, jira_url, ids)
+                await finish_every_ticket(url, jira_url, ids, dsn)
                 await every_request_completed_once(dsn, jira_url, ids)
                 assert all(processes.alive().values()), processes.alive()
                 assert processes.logged("publishing the whole store again") == ["relay"]

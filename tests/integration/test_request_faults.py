@@ -8,7 +8,9 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -17,9 +19,14 @@ import pytest_asyncio
 from test_request_flow import POSTGRES, api, status_becomes, submit
 
 from conftest import BIN, REPO, fresh_database
+from pao.fulfillment import definitions, intake, jobs, ledger, steps
+from pao.fulfillment.bootstrap import parts_from_settings
+from pao.fulfillment.definitions import Definitions
 from pao.fulfillment.executors import idempotency_label
 from pao.fulfillment.jira import JiraClient
+from pao.shared.eventstore import EventStore
 from pao.shared.keystore import KeyStore
+from pao.shared.runtime import Scope
 from pao.shared.settings import Settings
 from support import eventually
 from support.netproxy import TcpProxy
@@ -276,3 +283,71 @@ async def test_a_worker_killed_inside_the_step_that_records_a_ticket_leaves_noth
         )
         assert completions == 1
         assert await issues_labelled(jira_url, label) == 1
+
+
+class HeldDefinitions(Definitions):
+    """Definitions whose next read waits until the test lets it go: the worker reading it has
+    read the action's run already, and holds that reading while it waits."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.reached = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def get(self, item_hash: str) -> dict[str, Any] | None:
+        self.reached.set()
+        await self.go.wait()
+        return await super().get(item_hash)
+
+
+async def test_a_worker_frozen_past_its_lease_records_nothing_over_its_successor(
+    postgres_server: str,
+    settings: Settings,
+    keys: KeyStore,
+    jira_url: str,
+    tmp_path: Path,
+    own_broker: str,
+) -> None:
+    """A worker that read the action's run and then stalled (frozen, paged out) past its lease
+    loses the job to the next worker, which opens the ticket. When it goes on, it may record
+    nothing: a start recorded then would hide the ticket from its poll, and the request would
+    never complete."""
+    async with stack_without_a_worker(
+        postgres_server, settings, keys, jira_url, own_broker, tmp_path
+    ) as (own, stack):
+        # The fulfilment service's consumers run here; its job handlers are called by hand, as two
+        # workers: the first is held after reading the run, the second runs freely.
+        scope = Scope(own, stack.pool, EventStore(stack.pool), asyncio.Event())
+        try:
+            await scope.consume(definitions.CONSUMER, definitions.HANDLERS)
+            await scope.consume(intake.CONSUMER, intake.HANDLERS)
+            parts = await parts_from_settings(scope)
+            held = HeldDefinitions(stack.pool)
+            request_id = await submit(stack, "postgresql-rds", POSTGRES)
+
+            async def claimed() -> list[jobs.Job]:
+                return await jobs.claim(stack.pool, 1, lease=1.0, worker="first")
+
+            (first_job,) = await eventually(claimed, timeout=30, what="the execute job")
+            first = asyncio.create_task(steps.execute(replace(parts, definitions=held), first_job))
+            await asyncio.wait_for(held.reached.wait(), timeout=10)
+
+            async def taken_over() -> list[jobs.Job]:
+                return await jobs.claim(stack.pool, 1, lease=30.0, worker="second")
+
+            (second_job,) = await eventually(taken_over, timeout=10, what="the lease to lapse")
+            assert second_job.id == first_job.id
+            await steps.execute(parts, second_job)
+            assert (await ledger.load(stack.pool, request_id)).runs["create_ticket"].status == (
+                "awaiting_manual"
+            )
+            held.go.set()
+            with pytest.raises(jobs.LeaseLost):
+                await first
+            run = (await ledger.load(stack.pool, request_id)).runs["create_ticket"]
+            assert run.status == "awaiting_manual", run  # the ticket's poll still follows it
+            assert (
+                await issues_labelled(jira_url, idempotency_label(request_id, "create_ticket")) == 1
+            )
+        finally:
+            await scope.close()

@@ -157,7 +157,7 @@ async def test_two_of_everything_survive_a_kill_and_a_freeze_under_load(
             for name, count in peak.items():
                 live = 2 if name.removeprefix("pao-") in SCALED else 1
                 assert count <= 6 * live, peak
-            await finish_every_ticket(url, jira_url, ids)
+            await finish_every_ticket(url, jira_url, ids, dsn)
             await every_request_completed_once(dsn, jira_url, ids)
             alive = processes.alive()
             assert [n for n, up in alive.items() if not up] == [f"{s}-1" for s in SCALED]

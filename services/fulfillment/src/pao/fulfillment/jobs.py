@@ -111,6 +111,20 @@ def _held(result: str, job: Job) -> None:
         raise LeaseLost(f"job {job.id} was taken over by another worker")
 
 
+async def hold(conn: asyncpg.Connection, job: Job) -> None:
+    """Check, inside the caller's transaction, that the caller's claim still holds the job, and
+    keep it held until that transaction ends (the row is locked: a worker taking over a lapsed
+    lease skips it until then). Raises LeaseLost, which rolls the transaction back."""
+    held = await conn.fetchval(
+        "SELECT true FROM fulfillment_jobs WHERE id = $1 AND claim = $2 AND state = 'running' "
+        "FOR UPDATE",
+        job.id,
+        job.claim,
+    )
+    if not held:
+        raise LeaseLost(f"job {job.id} was taken over by another worker")
+
+
 async def finish(
     conn: asyncpg.Connection | asyncpg.Pool, job: Job, *, error: str | None = None
 ) -> None:

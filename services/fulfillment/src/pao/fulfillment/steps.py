@@ -215,7 +215,7 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
         started = ev.ExecutionStarted(
             **_about(job), action_type=kind, attempt=job.attempt, spec=shown
         )
-        await settle(parts, job, started, _nothing)
+        await settle(parts, job, started, held(job))
     if kind == "terraform":
         await _plan(parts, job, fulfillment, definition, spec, replaces=None, hidden=hidden)
         return
@@ -247,8 +247,14 @@ async def execute(parts: Parts, job: jobs.Job) -> None:
             await settle(parts, job, done, finish(job))
 
 
-async def _nothing(conn: asyncpg.Connection, fulfillment: ledger.Fulfillment) -> None:
-    return None
+def held(job: jobs.Job) -> Then:
+    """Nothing more than the report, recorded only while the job's claim holds: a worker that
+    froze past its lease must not record a start over what its successor recorded since."""
+
+    async def then(conn: asyncpg.Connection, _: ledger.Fulfillment) -> None:
+        await jobs.hold(conn, job)
+
+    return then
 
 
 async def _wait_for_definition(parts: Parts, job: jobs.Job, item_hash: str) -> None:
@@ -572,7 +578,7 @@ async def apply(parts: Parts, job: jobs.Job) -> None:
         return
     if run.status != "applying" or run.attempt != job.attempt:
         applying = ev.ExecutionApplying(**_about(job), plan_id=plan_id, attempt=job.attempt)
-        await settle(parts, job, applying, _nothing)
+        await settle(parts, job, applying, held(job))
     executor = _terraform(parts)
     on_message, should_stop = _watchers(parts, job, hidden)
     try:
