@@ -20,6 +20,7 @@ FOUNDATION = {"contracts", "spec", "shared"}
 #: What the gateway may use of each service it fronts.
 GATEWAY_MAY_USE = {
     "pao.request.handlers",
+    "pao.request.history",
     "pao.request.queries",
     "pao.catalog.bootstrap",
     "pao.catalog.modes",

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from pao.contracts import errors
+from pao.contracts.audit import AuditPage
 from pao.contracts.auth import SignInBody, SignInInfo, SignInSession
 from pao.contracts.catalog import (
     CatalogPage,
@@ -29,6 +30,7 @@ from pao.contracts.catalog import (
 )
 from pao.contracts.errors import ErrorCode, ErrorResponse
 from pao.contracts.health import Health, Readiness, Version
+from pao.contracts.history import HistoryPage
 from pao.contracts.preview import PreviewFormBody, TestVariablesBody, ValidateRequestBody
 from pao.contracts.requests import (
     AbortBody,
@@ -297,6 +299,11 @@ _REQUEST_ID = "request_id"
 _RESOURCE_ID = "resource_id"
 _ITEM_ID = "item_id"
 _REQ = "/requests/{request_id}"
+_AS_OF = _time(
+    "as_of",
+    "The request as it was at this time (ISO 8601; without a zone, UTC), rebuilt from its "
+    "events; before it was submitted: PAO-REQ-001.",
+)
 _RES = "/resources/{resource_id}"
 _STATE_CHANGE = (
     errors.REQUEST_NOT_FOUND,
@@ -539,10 +546,27 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         _REQ,
         "getRequest",
-        "A request: what was asked, by whom, its actions with their outputs, its escalations.",
+        "A request: what was asked, by whom, its actions with their outputs, its escalations; "
+        "with `as_of`, as it was at that time, rebuilt from its events.",
         "requests",
         _ROW,
-        raises=(errors.REQUEST_NOT_FOUND, *_DATABASE),
+        query=(_AS_OF,),
+        raises=(errors.REQUEST_NOT_FOUND, errors.INVALID_QUERY, *_DATABASE),
+    ),
+    Operation(
+        "get",
+        _REQ + "/history",
+        "getRequestHistory",
+        "Every event of the request, oldest first: who, when, the event and the fields it "
+        "changed (before and after).",
+        "requests",
+        HistoryPage,
+        query=(
+            _AS_OF,
+            _int("limit", 100, 1, 500, "Page size."),
+            _int("offset", 0, 0, 1_000_000, "Events to skip."),
+        ),
+        raises=(errors.REQUEST_NOT_FOUND, errors.INVALID_QUERY, *_DATABASE),
     ),
     Operation(
         "get",
@@ -725,6 +749,25 @@ OPERATIONS: tuple[Operation, ...] = (
         "platform",
         PlatformStats,
         raises=(errors.FORBIDDEN, *_DATABASE),
+    ),
+    Operation(
+        "get",
+        "/audit",
+        "listAudit",
+        "Every command (POST, PUT, PATCH, DELETE) accepted or refused, oldest first: who, what, "
+        "the answer, when, from where (admin role).",
+        "audit",
+        AuditPage,
+        query=(
+            _text("user", "Only commands of this user."),
+            _text("item", "Only commands on this catalog item (its submits, changes to it)."),
+            _text("target", "Only commands acting on this request, resource or catalog item id."),
+            _time("since", "At or after (ISO 8601; without a zone, UTC)."),
+            _time("until", "Before (ISO 8601; without a zone, UTC)."),
+            _int("limit", 100, 1, 1000, "Page size."),
+            _int("offset", 0, 0, 100_000_000, "Records to skip."),
+        ),
+        raises=(errors.FORBIDDEN, *_PAGING, *_DATABASE),
     ),
     Operation(
         "post",
@@ -973,6 +1016,7 @@ def document() -> dict[str, Any]:
                 "requests",
                 "resources",
                 "platform",
+                "audit",
                 "webhooks",
             )
         ],

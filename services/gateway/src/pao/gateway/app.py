@@ -11,8 +11,10 @@ from aiohttp import web
 from pao.catalog.bootstrap import CatalogParts
 from pao.contracts.topics import ALL_TOPICS
 from pao.gateway import (
+    audit,
     catalog,
     health,
+    history_routes,
     identity,
     preview,
     requests,
@@ -87,8 +89,10 @@ def create_app(
         validation,
         preview,
         requests,
+        history_routes,
         resource_routes,
         stats,
+        audit,
         webhooks,
     ):
         app.add_routes(module.routes)

@@ -1,4 +1,5 @@
-"""Gateway middlewares: correlation id, error envelope, SigV4 authentication, access log."""
+"""Gateway middlewares: correlation id, error envelope, SigV4 authentication, access log,
+audit of commands."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
+from pao.gateway import audit
 from pao.gateway.resources import CORRELATION_ID, IDENTITY, KEYS, SESSIONS, SETTINGS
 from pao.shared import sigv4
 from pao.shared.keystore import Identity, KeyStore
@@ -115,7 +117,7 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
     if not response.prepared:  # a stream sets it before its headers go out
         response.headers["X-Correlation-ID"] = correlation_id
     identity: Identity | None = request.get(IDENTITY)
-    # The access log is the audit of refusals too: who was refused what, and with which code.
+    # Every call is in the access log; commands, accepted or refused, are in the audit too.
     log.info(
         "request",
         method=request.method,
@@ -127,6 +129,8 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
         principal=identity.principal_arn if identity else None,
         error_code=refused.code.code if refused else None,
     )
+    if audit.audited(request):
+        await audit.record(request, response, refused)
     return response
 
 

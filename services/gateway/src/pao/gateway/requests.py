@@ -19,6 +19,7 @@ from pao.gateway.follows import RECHECK_SECONDS
 from pao.gateway.identity import requester_of
 from pao.gateway.params import int_param, text_param
 from pao.gateway.resources import (
+    AUDITED_ITEM,
     CATALOG,
     CORRELATION_ID,
     FOLLOWS,
@@ -28,7 +29,7 @@ from pao.gateway.resources import (
     STORE,
     WAKEUPS,
 )
-from pao.request import handlers, queries
+from pao.request import handlers, history, queries
 from pao.shared.environments import environments, system_scope
 from pao.shared.keystore import Identity
 
@@ -84,6 +85,7 @@ def _links(request_id: str) -> dict[str, str]:
 async def submit(request: web.Request) -> web.Response:
     """Validate and record a request; 202 with its id. Idempotency-Key repeats answer the same."""
     body = await read_model(request, SubmitBody)
+    request[AUDITED_ITEM] = body.item_id
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
         raise PaoError(
@@ -210,10 +212,25 @@ async def _visible(request: web.Request) -> dict[str, Any]:
     return found
 
 
+def aware_time_param(request: web.Request, name: str) -> datetime | None:
+    """A time query parameter (`as_of`, ...) as an aware time; one without a zone is UTC."""
+    value = _time_param(request, name)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
 @routes.get("/api/v1/requests/{request_id}")
 async def get_request(request: web.Request) -> web.Response:
-    """A request: what was asked, by whom, its actions with their outputs, its escalations."""
-    return web.json_response(await _visible(request))
+    """A request: what was asked, by whom, its actions with their outputs, its escalations;
+    with `as_of`, as it was at that time, rebuilt from its events."""
+    as_of = aware_time_param(request, "as_of")
+    found = await _visible(request)
+    if as_of is None:
+        return web.json_response(found)
+    return web.json_response(
+        await history.request_as_of(request.app[STORE], found["request_id"], as_of)
+    )
 
 
 @routes.get("/api/v1/requests/{request_id}/status")

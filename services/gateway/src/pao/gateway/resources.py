@@ -40,3 +40,5 @@ STS_HTTP = web.AppKey("sts_http", aiohttp.ClientSession)
 
 IDENTITY = web.RequestKey("identity", Identity)
 CORRELATION_ID = web.RequestKey("correlation_id", str)
+#: the catalog item a command concerns, when only its body names it (a submit), for the audit
+AUDITED_ITEM = web.RequestKey("audited_item", str)
