@@ -4,6 +4,7 @@ decommission removes it again. The catalog's own integration script passes again
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import uuid
@@ -306,34 +307,54 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.item}-{i}" for i, c in enumerate(CASES)])
-async def test_the_item_makes_what_it_promises_and_its_decommission_removes_it(
-    stack: UpStack, case: Case, tmp_path: Path
-) -> None:
+async def run_case(stack: UpStack, case: Case, tmp: Path) -> None:
+    """One item, end to end: requested, completed, made in AWS, decommissioned, gone."""
+
+    def devctl_json(*args: str, profile: str = "local") -> Any:
+        return asyncio.to_thread(stack.json, *args, profile=profile)
+
+    tmp.mkdir()
     suffix = uuid.uuid4().hex[:6]
-    inputs = tmp_path / "inputs.yaml"
+    inputs = tmp / "inputs.yaml"
     inputs.write_text(yaml.safe_dump(case.inputs(suffix)))
-    submitted = stack.json("request", "submit", case.item, "--inputs", str(inputs))
+    submitted = await devctl_json("request", "submit", case.item, "--inputs", str(inputs))
     request_id = submitted["request_id"]
     reached = await stack.status(request_id, "completed", "awaiting_approval")
     if reached["status"] == "awaiting_approval":  # security approves parameters
-        approved = stack.devctl("request", "approve", request_id, profile="security")
+        approved = await asyncio.to_thread(
+            stack.devctl, "request", "approve", request_id, profile="security"
+        )
         assert approved.returncode == 0, approved.stderr
         await stack.status(request_id, "completed")
-    request = stack.json("request", "get", request_id)
+    request = await devctl_json("request", "get", request_id)
     assert request["mode"] == "automated"
-    resource = stack.json("resource", "get", request["resource_id"])
+    resource = await devctl_json("resource", "get", request["resource_id"])
     assert resource["state"] == "active"
     outputs = resource["outputs"]
-    case.made(stack, suffix, outputs)
+    await asyncio.to_thread(case.made, stack, suffix, outputs)
 
-    gone = stack.json(
+    gone = await devctl_json(
         "resource", "decommission", request["resource_id"], "--reason", "test over", "--yes",
         "--wait",
     )  # fmt: skip
     assert gone["status"] == "completed", f"{gone}\n{stack.log_tail()}"
-    assert case.gone(stack, suffix, outputs)
-    assert stack.json("resource", "get", request["resource_id"])["state"] == "decommissioned"
+    assert await asyncio.to_thread(case.gone, stack, suffix, outputs)
+    final = await devctl_json("resource", "get", request["resource_id"])
+    assert final["state"] == "decommissioned"
+
+
+async def test_every_item_makes_what_it_promises_and_its_decommission_removes_it(
+    stack: UpStack, tmp_path: Path
+) -> None:
+    """All the items at once, as a platform's users would request them: each case is reported
+    on its own when it fails."""
+    names = [f"{c.item}-{i}" for i, c in enumerate(CASES)]
+    outcomes = await asyncio.gather(
+        *(run_case(stack, case, tmp_path / name) for case, name in zip(CASES, names, strict=True)),
+        return_exceptions=True,
+    )
+    failed = {n: o for n, o in zip(names, outcomes, strict=True) if isinstance(o, BaseException)}
+    assert not failed, "\n\n".join(f"{n}: {type(e).__name__}: {e}" for n, e in failed.items())
 
 
 async def test_the_catalog_integration_script_passes_against_the_stack(stack: UpStack) -> None:

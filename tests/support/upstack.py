@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+from botocore.credentials import ReadOnlyCredentials
 
 from conftest import BIN, REPO
-from pao.devctl.profiles import Profile, save_profile
+from pao.devctl.client import Target, sign
+from pao.devctl.profiles import Profile, load_config, save_profile
 from pao.devstack.ports import free_port
 
 
@@ -63,10 +66,11 @@ class UpStack:
 
     async def status(self, request_id: str, *wanted: str, timeout: float = 90) -> dict[str, Any]:
         """Poll the request until it reaches one of `wanted` (a terminal status it should not
-        have reached fails at once)."""
+        have reached fails at once). Polled with devctl's own client, signed as the `local`
+        profile, in this process: a devctl process per poll would cost more than the poll."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.json("request", "status", request_id)
+            found = await self.call("GET", f"/requests/{request_id}/status")
             if found["status"] in wanted:
                 return found
             assert found["status"] not in ("completed", "failed", "aborted"), (
@@ -76,6 +80,20 @@ class UpStack:
                 f"{request_id} is {found['status']}, not {' or '.join(wanted)}\n{self.log_tail()}"
             )
             await asyncio.sleep(0.3)
+
+    async def call(self, method: str, path: str, profile: str = "local") -> Any:
+        """One signed call to the gateway as `profile`, as devctl signs it; its JSON answer."""
+        chosen = load_config(Path(self.env["PAO_CONFIG_FILE"])).profiles[profile]
+        assert chosen.access_key_id, profile
+        assert chosen.secret_access_key, profile
+        credentials = ReadOnlyCredentials(chosen.access_key_id, chosen.secret_access_key, None)
+        target = Target(self.info["gateway"], chosen.region or "us-east-1", credentials)
+        url = f"{self.info['gateway']}/api/v1{path}"
+        headers = sign(target, method, url, b"", {"Accept": "application/json"})
+        async with httpx.AsyncClient(timeout=30) as http:
+            answer = await http.request(method, url, headers=headers)
+        assert answer.status_code < 400, answer.text
+        return answer.json()
 
 
 @contextlib.asynccontextmanager
