@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: up test test-containers lint bench sync clean-state
+.PHONY: up test test-containers lint bench sync clean-state dist
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -32,6 +32,9 @@ lint: sync
 
 bench: sync ## print the benchmark figures (see README)
 	$(UV) run --frozen python bench/run_all.py
+
+dist: sync ## devctl's wheels (every dependency, offline install) and dist/devctl.pyz (see README)
+	$(UV) run --frozen python cli/dist.py --uv $(UV)
 
 clean-state: ## forget the local stack's data (.pao/)
 	rm -rf .pao

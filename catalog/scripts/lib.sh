@@ -14,7 +14,8 @@ devctl() {
     elif command -v uv >/dev/null 2>&1 && [ -f "$CATALOG_DIR/../pyproject.toml" ]; then
         uv run --quiet --project "$CATALOG_DIR/.." devctl "$@"
     else
-        echo "error: devctl not found; install it (pip install pao-devctl) or set DEVCTL" >&2
+        echo "error: devctl not found; install it from a PAO release (pip install --no-index" \
+            "--find-links DIR pao-devctl) or set DEVCTL='python3 /path/to/devctl.pyz'" >&2
         return 127
     fi
 }

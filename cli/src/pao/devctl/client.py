@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from botocore.session import Session
 
 from pao.contracts import errors as codes
 from pao.devctl.errors import CliError
-from pao.devctl.profiles import Profile, load_config
+from pao.devctl.profiles import Profile, config_path, load_config
 from pao.devctl.signin import (
     CachedSession,
     cache_file,
@@ -31,6 +33,23 @@ from pao.devctl.signin import (
 
 SERVICE = "execute-api"
 DEFAULT_TIMEOUT = 30.0
+#: How much of a response body --debug shows.
+DEBUG_BODY_CHARS = 4096
+#: JSON keys whose values --debug never shows (a sign-in answer carries a secret key).
+_SECRET_KEY = re.compile(r"secret|password|token|authorization|signature", re.IGNORECASE)
+_SIGNED_HEADERS = re.compile(r"SignedHeaders=([^,\s]+)")
+#: Where botocore found AWS credentials, in the words `devctl doctor` uses.
+_AWS_SOURCES = {
+    "env": "environment variables (AWS_ACCESS_KEY_ID)",
+    "shared-credentials-file": "the AWS credentials file",
+    "config-file": "the AWS config file",
+    "sso": "AWS SSO (IAM Identity Center)",
+    "assume-role": "an AWS profile's role",
+    "assume-role-with-web-identity": "a web identity token",
+    "custom-process": "an AWS credential_process",
+    "container-role": "the container's role",
+    "iam-role": "the instance profile",
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +78,7 @@ def _assume_role(base: Session, role_arn: str, region: str) -> ReadOnlyCredentia
 
 
 @dataclass(frozen=True)
-class _Where:
+class Where:
     """Endpoint, region and how to find credentials, from flags, variables and the profile."""
 
     endpoint: str
@@ -67,6 +86,9 @@ class _Where:
     profile: Profile | None
     role_arn: str | None
     aws_profile: str | None
+    profile_name: str | None = None
+    #: where the endpoint came from: "--endpoint", "PAO_ENDPOINT" or "profile NAME"
+    endpoint_from: str = "--endpoint"
 
     @property
     def static_key(self) -> ReadOnlyCredentials | None:
@@ -80,15 +102,22 @@ class _Where:
         return cache_file(self.endpoint, self.role_arn, self.aws_profile)
 
 
-def _where(
+def locate(
     *, endpoint: str | None, profile_name: str | None, region: str | None, role_arn: str | None
-) -> _Where:
+) -> Where:
+    """Endpoint, region and profile from flags, PAO_* variables and the config file."""
     config = load_config()
     profile_name = profile_name or os.environ.get("PAO_PROFILE")
+    given = endpoint
     endpoint = endpoint or os.environ.get("PAO_ENDPOINT")
+    endpoint_from = (
+        "PAO_ENDPOINT" if given is None or given == os.environ.get("PAO_ENDPOINT") else "--endpoint"
+    )
     profile: Profile | None = None
+    used_name: str | None = None
     if profile_name:
         profile = config.profiles.get(profile_name)
+        used_name = profile_name if profile else None
     elif config.default_profile:
         candidate = config.profiles.get(config.default_profile)
         # The default profile's key is only used against the default profile's own endpoint.
@@ -96,7 +125,9 @@ def _where(
             endpoint is None or endpoint.rstrip("/") == candidate.endpoint.rstrip("/")
         ):
             profile = candidate
-    endpoint = endpoint or (profile.endpoint if profile else None)
+            used_name = config.default_profile
+    if not endpoint and profile:
+        endpoint, endpoint_from = profile.endpoint, f"profile {used_name} ({config_path()})"
     if not endpoint:
         raise CliError(
             codes.GATEWAY_UNREACHABLE.code,
@@ -113,18 +144,25 @@ def _where(
     aws_profile = (profile.aws_profile if profile else None) or (
         profile_name if profile_name and profile is None else None
     )
-    return _Where(
+    return Where(
         endpoint.rstrip("/"),
         region,
         profile,
         role_arn or (profile.role_arn if profile else None),
         aws_profile,
+        used_name,
+        endpoint_from,
     )
 
 
-def _aws_credentials(where: _Where) -> ReadOnlyCredentials:
+def _aws_credentials(where: Where) -> ReadOnlyCredentials:
     """The caller's AWS credentials (the standard chain, or a named AWS profile), through the
     role when one is given."""
+    return _aws_credentials_found(where)[0]
+
+
+def _aws_credentials_found(where: Where) -> tuple[ReadOnlyCredentials, str]:
+    """The caller's AWS credentials and where botocore found them (env, shared file, sso...)."""
     try:
         session = Session(profile=where.aws_profile)
         found = session.get_credentials()
@@ -141,12 +179,15 @@ def _aws_credentials(where: _Where) -> ReadOnlyCredentials:
             codes.NO_CREDENTIALS.suggestion,
             exit_code=2,
         )
+    method = _AWS_SOURCES.get(found.method or "", found.method or "the AWS credential chain")
+    if where.aws_profile:
+        method = f"AWS profile {where.aws_profile} ({method})"
     if where.role_arn:
-        return _assume_role(session, where.role_arn, where.region)
-    return found.get_frozen_credentials()
+        return _assume_role(session, where.role_arn, where.region), f"{method}, as {where.role_arn}"
+    return found.get_frozen_credentials(), method
 
 
-def _signs_in(where: _Where) -> bool:
+def _signs_in(where: Where) -> bool:
     if where.profile is not None and where.profile.sign_in:
         return True
     return os.environ.get("PAO_SIGN_IN", "").lower() in ("1", "true", "yes")
@@ -158,6 +199,7 @@ def resolve_target(
     profile_name: str | None,
     region: str | None,
     role_arn: str | None,
+    verbose: bool = False,
 ) -> Target:
     """Pick endpoint and credentials: flags, then PAO_* variables, then the profile, then AWS.
 
@@ -165,21 +207,52 @@ def resolve_target(
     still valid signs; a profile with `sign_in` (or PAO_SIGN_IN=1) signs in when there is none;
     else the AWS credentials sign themselves (PAO behind API Gateway).
     """
-    where = _where(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
+    where = locate(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
+    return target_at(where, find_credentials(where), verbose=verbose)
+
+
+@dataclass(frozen=True)
+class Found:
+    """The credentials devctl signs with, and where they came from (never the secret)."""
+
+    credentials: ReadOnlyCredentials
+    source: str
+    #: the AWS credentials still have to be exchanged for a session (`devctl login`)
+    signs_in: bool = False
+
+    @property
+    def key_id(self) -> str:
+        return self.credentials.access_key
+
+
+def find_credentials(where: Where) -> Found:
+    """The credentials `resolve_target` would sign with, without signing in yet."""
     static = where.static_key
     if static is not None:
-        return Target(where.endpoint, where.region, static)
+        return Found(static, f"profile {where.profile_name} ({config_path()})")
     cached = load_session(where.session_cache)
     if cached is not None:
-        return Target(where.endpoint, where.region, cached.credentials)
+        until = cached.expires_at.isoformat(timespec="seconds")
+        return Found(cached.credentials, f"session of `devctl login` until {until}")
+    credentials, method = _aws_credentials_found(where)
     if _signs_in(where):
-        return Target(where.endpoint, where.region, login(where).credentials)
-    return Target(where.endpoint, where.region, _aws_credentials(where))
+        return Found(credentials, f"{method}, to sign in with", signs_in=True)
+    return Found(credentials, method)
 
 
-def login(where: _Where, *, verbose: bool = False) -> CachedSession:
-    """Sign in with the caller's AWS credentials and cache the session."""
-    answer = sign_in(where.endpoint, _aws_credentials(where), verbose=verbose)
+def target_at(where: Where, found: Found, *, verbose: bool = False) -> Target:
+    """The target that signs with `found`, signing in first when it has to."""
+    if found.signs_in:
+        session = login(where, verbose=verbose, base=found.credentials)
+        return Target(where.endpoint, where.region, session.credentials)
+    return Target(where.endpoint, where.region, found.credentials)
+
+
+def login(
+    where: Where, *, verbose: bool = False, base: ReadOnlyCredentials | None = None
+) -> CachedSession:
+    """Sign in with the caller's AWS credentials (`base`, else found now) and cache the session."""
+    answer = sign_in(where.endpoint, base or _aws_credentials(where), verbose=verbose)
     session = cached_from_answer(where.endpoint, answer)
     save_session(where.session_cache, session)
     return session
@@ -194,7 +267,7 @@ def sign_in_at(
     verbose: bool = False,
 ) -> tuple[CachedSession, Path]:
     """`devctl login`: a new session whatever is cached; the session and its cache file."""
-    where = _where(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
+    where = locate(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
     return login(where, verbose=verbose), where.session_cache
 
 
@@ -202,7 +275,7 @@ def forget_session(
     *, endpoint: str | None, profile_name: str | None, region: str | None, role_arn: str | None
 ) -> Path | None:
     """`devctl logout`: delete the cached session; the file removed, if there was one."""
-    where = _where(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
+    where = locate(endpoint=endpoint, profile_name=profile_name, region=region, role_arn=role_arn)
     path = where.session_cache
     try:
         path.unlink()
@@ -228,11 +301,24 @@ def sign(
 
 
 class PaoClient:
-    """Calls `/api/v1/*` and returns parsed JSON, or raises CliError with the server's envelope."""
+    """Calls `/api/v1/*` and returns parsed JSON, or raises CliError with the server's envelope.
 
-    def __init__(self, target: Target, *, verbose: bool = False, timeout: float = DEFAULT_TIMEOUT):
+    With `verbose`, each call is one line on stderr (method, path, status, time, correlation id);
+    with `debug`, also the names of the headers signed and the response body, shortened, with
+    secret-looking fields masked. Header values are never shown.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        verbose: bool = False,
+        debug: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         self.target = target
-        self.verbose = verbose
+        self.verbose = verbose or debug
+        self.debug = debug
         self._http = httpx.Client(timeout=timeout)
 
     def close(self) -> None:
@@ -254,6 +340,30 @@ class PaoClient:
 
         `body` is sent as JSON; `raw` as is, with `content_type`; `params` left None are not sent.
         """
+        response = self.send(
+            method,
+            path,
+            body=body,
+            raw=raw,
+            content_type=content_type,
+            params=params,
+            extra_headers=extra_headers,
+        )
+        return self.decode(response, ok_statuses)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        params: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one signed call and return the answer whatever its status; raises CliError only
+        when the gateway cannot be reached."""
         url = self._url(path, params)
         payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         headers = {
@@ -264,11 +374,10 @@ class PaoClient:
         if body is not None or raw is not None:
             headers["Content-Type"] = content_type
         headers = sign(self.target, method, str(url), payload, headers)
-        if self.verbose:
-            print(f"> {method} {url}", flush=True)  # noqa: T201
         try:
             response = self._http.request(method, url, content=payload, headers=headers)
         except httpx.HTTPError as exc:
+            self._trace_failure(method, url, exc, headers)
             raise CliError(
                 codes.GATEWAY_UNREACHABLE.code,
                 f"cannot reach {self.target.endpoint}: {type(exc).__name__}"
@@ -276,12 +385,8 @@ class PaoClient:
                 codes.GATEWAY_UNREACHABLE.suggestion,
                 correlation_id=headers["X-Correlation-ID"],
             ) from exc
-        if self.verbose:
-            print(  # noqa: T201
-                f"< {response.status_code} ({response.elapsed.total_seconds() * 1000:.0f} ms)",
-                flush=True,
-            )
-        return self._decode(response, ok_statuses)
+        self._trace(response, headers)
+        return response
 
     def _url(self, path: str, params: dict[str, Any] | None) -> httpx.URL:
         """The API address of `path`, with the query parameters that have a value."""
@@ -304,17 +409,54 @@ class PaoClient:
             ) as response:
                 if not response.is_success:
                     response.read()
-                    self._decode(response, ())
+                    self._trace(response, headers)
+                    self.decode(response, ())
+                self._trace(response, headers, streamed=True)
                 yield from response.iter_lines()
         except httpx.HTTPError as exc:
+            self._trace_failure("GET", url, exc, headers)
             raise CliError(
                 codes.GATEWAY_UNREACHABLE.code,
                 f"lost the stream from {self.target.endpoint}: {type(exc).__name__}",
                 codes.GATEWAY_UNREACHABLE.suggestion,
             ) from exc
 
+    def _trace(
+        self, response: httpx.Response, sent: dict[str, str], *, streamed: bool = False
+    ) -> None:
+        """One line per call on stderr; with --debug, the signed header names and the body."""
+        if not self.verbose:
+            return
+        request = response.request
+        ms = response.elapsed.total_seconds() * 1000 if not streamed else None
+        timing = f" {ms:.0f} ms" if ms is not None else " (streaming)"
+        correlation = response.headers.get("X-Correlation-ID", "-")
+        _say(
+            f"{request.method} {request.url.raw_path.decode()} -> {response.status_code}"
+            f"{timing} correlation-id {correlation}"
+        )
+        if not self.debug:
+            return
+        _say(f"  signed headers: {_signed_names(sent)}")
+        if not streamed:
+            _say(f"  body: {_shown_body(response)}")
+
+    def _trace_failure(
+        self, method: str, url: httpx.URL, exc: Exception, sent: dict[str, str]
+    ) -> None:
+        if not self.verbose:
+            return
+        _say(
+            f"{method} {url.raw_path.decode()} -> no answer ({type(exc).__name__}) "
+            f"correlation-id {sent.get('X-Correlation-ID', '-')}"
+        )
+        if self.debug:
+            _say(f"  signed headers: {_signed_names(sent)}")
+
     @staticmethod
-    def _decode(response: httpx.Response, ok_statuses: tuple[int, ...]) -> Any:
+    def decode(response: httpx.Response, ok_statuses: tuple[int, ...]) -> Any:
+        """The JSON body of a success (or of a status in `ok_statuses`); any other answer is
+        raised as a CliError with its code, message, suggestion and correlation id."""
         correlation_id = response.headers.get("X-Correlation-ID")
         try:
             data = response.json() if response.content else None
@@ -346,3 +488,40 @@ class PaoClient:
             correlation_id=correlation_id,
             status=response.status_code,
         )
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)  # noqa: T201 - the trace goes to stderr, as is
+
+
+def _signed_names(headers: dict[str, str]) -> str:
+    """The names of the headers the signature covers (from its SignedHeaders), never values."""
+    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    match = _SIGNED_HEADERS.search(authorization)
+    if match is None:
+        return "(unsigned)"
+    return ", ".join(match.group(1).split(";"))
+
+
+def _shown_body(response: httpx.Response) -> str:
+    """The response body for --debug: secret-looking JSON fields masked, cut to a few KB."""
+    if not response.content:
+        return "(empty)"
+    try:
+        text = json.dumps(masked(response.json()), default=str)
+    except ValueError:
+        text = response.text
+    if len(text) > DEBUG_BODY_CHARS:
+        return f"{text[:DEBUG_BODY_CHARS]}... ({len(text) - DEBUG_BODY_CHARS} more characters)"
+    return text
+
+
+def masked(value: Any) -> Any:
+    """`value` with every secret-looking field's value shown as `***`."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if _SECRET_KEY.search(str(k)) and v else masked(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value

@@ -23,6 +23,8 @@ class Globals:
     role_arn: str | None
     output: OutputFormat
     verbose: bool
+    #: --debug: --verbose plus the signed header names and each response body
+    debug: bool = False
 
     def client(self) -> PaoClient:
         # Imported here: botocore and httpx are slow to import, and many commands work offline.
@@ -33,8 +35,9 @@ class Globals:
             profile_name=self.profile,
             region=self.region,
             role_arn=self.role_arn,
+            verbose=self.verbose,
         )
-        return PaoClient(target, verbose=self.verbose)
+        return PaoClient(target, verbose=self.verbose, debug=self.debug)
 
 
 def globals_of(ctx: typer.Context) -> Globals:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
 from pao.devctl import (
     approvals,
+    audit,
     catalog,
+    doctor,
     preview,
     requests,
     resources,
@@ -23,6 +24,7 @@ from pao.devctl import (
 from pao.devctl.context import Globals, call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.output import OutputFormat, emit, err_console
+from pao.devctl.version import __version__, server_mismatch
 
 app = typer.Typer(
     name="devctl",
@@ -44,13 +46,13 @@ app.add_typer(resources.app, name="resource")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(terraform.app, name="terraform")
 app.command("stats")(stats.stats)
+app.command("audit")(audit.audit)
+app.command("doctor")(doctor.doctor)
 
 
 def client_version() -> str:
-    try:
-        return version("pao-devctl")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
+    """devctl's own version (pao/devctl/version.py, which the wheel's metadata also reads)."""
+    return __version__
 
 
 @app.callback()
@@ -96,11 +98,24 @@ def main_options(
         ),
     ] = OutputFormat.table,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show each HTTP call and its timing.")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show each HTTP call on stderr: method, path, status, time, correlation id.",
+        ),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="As --verbose, plus the names of the signed headers (never their values) and "
+            "each response body, shortened.",
+        ),
     ] = False,
 ) -> None:
     """Request and follow platform services through PAO."""
-    ctx.obj = Globals(endpoint, profile, region, role_arn, output, verbose)
+    ctx.obj = Globals(endpoint, profile, region, role_arn, output, verbose or debug, debug)
 
 
 @health_app.command("check")
@@ -194,11 +209,17 @@ def logout_cmd(ctx: typer.Context) -> None:
 
 @app.command("version")
 def version_cmd(ctx: typer.Context) -> None:
-    """Show devctl's version and the server's. (GET /api/v1/version)"""
+    """Show devctl's version and the server's, and whether they fit. (GET /api/v1/version)"""
     g = globals_of(ctx)
     client_info = {"version": client_version(), "python": platform.python_version()}
     server = call(ctx, "GET", "/version")
-    data = {"client": client_info, "server": server}
+    mismatch = server_mismatch(server.get("version"), server.get("api_version"))
+    data = {"client": client_info, "server": server, "compatible": mismatch is None}
+    if mismatch:
+        data["warning"] = mismatch
+        err_console.print(
+            f"warning: {mismatch}", style="yellow", markup=False, highlight=False, soft_wrap=True
+        )
     if g.output is OutputFormat.table:
         emit(
             data,

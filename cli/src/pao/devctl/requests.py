@@ -12,14 +12,18 @@ from typing import Annotated, Any
 
 import typer
 
+from pao.devctl import history
 from pao.devctl.approvals import decide
 from pao.devctl.context import call, globals_of
 from pao.devctl.errors import CliError
+from pao.devctl.explain import explain
+from pao.devctl.export import FILE_HELP, FORMAT_HELP, PAGE_HELP, ExportFormat, export_all
 from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
 from pao.devctl.plans import approval_summary
 
 app = typer.Typer(help="Request services and follow them.", no_args_is_help=True)
+app.command("explain")(explain)
 
 
 class Urgency(StrEnum):
@@ -33,6 +37,9 @@ class Mode(StrEnum):
     automated = "automated"
     manual = "manual"
 
+
+FROM_HELP = "Submit each row of this YAML or CSV file instead (see docs/devctl.md, Batches)."
+IDS_HELP = "Act on each request listed in this YAML or CSV file instead."
 
 MODE_HELP = (
     "Run the request in this fulfilment mode, one the item offers; default: the mode the "
@@ -111,7 +118,7 @@ def _finish(ctx: typer.Context, status: dict[str, Any]) -> None:
 @app.command("submit")
 def submit(
     ctx: typer.Context,
-    item: Annotated[str, typer.Argument(help="The catalog item id.")],
+    item: Annotated[str | None, typer.Argument(help="The catalog item id.")] = None,
     assignments: Annotated[
         list[str] | None, typer.Option("--set", help="An input as name=value (repeatable).")
     ] = None,
@@ -146,8 +153,27 @@ def submit(
         ),
     ] = None,
     mode: Annotated[Mode | None, typer.Option(help=MODE_HELP, case_sensitive=False)] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from", help=FROM_HELP, exists=True, dir_okay=False)
+    ] = None,
 ) -> None:
-    """Request a catalog item. (POST /api/v1/requests)"""
+    """Request a catalog item, or each row of a file with --from. (POST /api/v1/requests)"""
+    if from_file is not None:
+        from pao.devctl import batch
+
+        given = {"ITEM": item, "--set": assignments, "--inputs": inputs_file}
+        given |= {"--interactive": interactive, "--wait": wait, "--mode": mode}
+        given |= {"--idempotency-key": idempotency_key, "--expires-at": expires_at}
+        batch.refuse_mixed(given)
+        batch.submit_file(ctx, from_file)
+        return
+    if item is None:
+        raise CliError(
+            "PAO-CLI-004",
+            "no catalog item given",
+            "Pass the item id (`devctl catalog list` shows them), or --from FILE",
+            exit_code=2,
+        )
     inputs = load_inputs(inputs_file, assignments)
     if interactive:
         from pao.devctl.preview import fill_form
@@ -241,10 +267,62 @@ def list_requests(
     )
 
 
+@app.command("export")
+def export_requests(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    item: Annotated[str | None, typer.Option(help="Only this catalog item.")] = None,
+    requester: Annotated[str | None, typer.Option(help="Only this requester.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only items owned by this team.")] = None,
+    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601).")] = None,
+    sort: Annotated[
+        str, typer.Option(help="created_at, -created_at, updated_at, -updated_at, status.")
+    ] = "created_at",
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help=FORMAT_HELP, case_sensitive=False)
+    ] = ExportFormat.csv,
+    file: Annotated[Path | None, typer.Option("--file", help=FILE_HELP, dir_okay=False)] = None,
+    page_size: Annotated[int, typer.Option(min=1, max=500, help=PAGE_HELP)] = 500,
+) -> None:
+    """Every request `request list` would show with these filters, all pages.
+
+    Example:
+
+      devctl request export --status failed --since 2026-11-01 --file failed.csv
+    """
+    params = {
+        "status": status,
+        "item_id": item,
+        "requester": requester,
+        "team": team,
+        "created_after": since,
+        "created_before": until,
+        "sort": sort,
+    }
+    export_all(
+        ctx,
+        "/requests",
+        key="requests",
+        id_field="request_id",
+        params=params,
+        fmt=fmt,
+        file=file,
+        page_size=page_size,
+    )
+
+
 @app.command("get")
-def get(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> None:
-    """Everything about a request: inputs, actions and outputs, escalations."""
-    found = call(ctx, "GET", f"/requests/{request_id}")
+def get(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument()],
+    as_of: Annotated[str | None, typer.Option("--as-of", help=history.AS_OF_HELP)] = None,
+) -> None:
+    """Everything about a request: inputs, actions and outputs, escalations.
+
+    With --as-of, the request as it was at that time, rebuilt from its events.
+    """
+    found = call(ctx, "GET", f"/requests/{request_id}", params={"as_of": as_of})
     g = globals_of(ctx)
     if g.output is not OutputFormat.table:
         emit(found, g.output)
@@ -378,9 +456,32 @@ def logs(
         client.close()
 
 
+def _one_or_file(request_id: str | None, from_file: Path | None) -> str | None:
+    """The request id given, or None with --from; exactly one of them."""
+    if (request_id is None) == (from_file is None):
+        raise CliError(
+            "PAO-CLI-004",
+            "no request id given" if request_id is None else "a request id and --from FILE given",
+            "Pass the request id, or --from a file listing request ids",
+            exit_code=2,
+        )
+    return request_id
+
+
 @app.command("retry")
-def retry(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> None:
+def retry(
+    ctx: typer.Context,
+    request_id: Annotated[str | None, typer.Argument()] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from", help=IDS_HELP, exists=True, dir_okay=False)
+    ] = None,
+) -> None:
     """Run a failed request's failed actions again (succeeded ones are kept)."""
+    if _one_or_file(request_id, from_file) is None:
+        from pao.devctl import batch
+
+        batch.retry_file(ctx, from_file)
+        return
     answer = call(ctx, "POST", f"/requests/{request_id}/retry", body={})
     _done(ctx, answer, f"retrying {', '.join(answer['retried'])}")
 
@@ -388,11 +489,19 @@ def retry(ctx: typer.Context, request_id: Annotated[str, typer.Argument()]) -> N
 @app.command("abort")
 def abort(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument()],
+    request_id: Annotated[str | None, typer.Argument()] = None,
     reason: Annotated[str, typer.Option(help="Why; written on its tickets.")] = "aborted by the "
     "requester",
+    from_file: Annotated[
+        Path | None, typer.Option("--from", help=IDS_HELP, exists=True, dir_okay=False)
+    ] = None,
 ) -> None:
     """Stop a request; no further action runs and its tickets are told."""
+    if _one_or_file(request_id, from_file) is None:
+        from pao.devctl import batch
+
+        batch.abort_file(ctx, from_file, reason=reason)
+        return
     answer = call(ctx, "POST", f"/requests/{request_id}/abort", body={"reason": reason})
     _done(ctx, answer, "aborted")
 
@@ -478,3 +587,6 @@ def reject(
             "PAO-CLI-004", "a rejection needs a comment", "Say why with --comment", exit_code=2
         )
     decide(ctx, request_id, "reject", comment)
+
+
+app.command("history")(history.history)

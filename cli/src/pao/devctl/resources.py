@@ -11,6 +11,7 @@ import typer
 
 from pao.devctl.context import call, globals_of
 from pao.devctl.errors import CliError
+from pao.devctl.export import FILE_HELP, FORMAT_HELP, PAGE_HELP, ExportFormat, export_all
 from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
 from pao.devctl.plans import input_changes, render_input_changes
@@ -96,6 +97,50 @@ def list_resources(
             )
             for r in page["resources"]
         ],
+    )
+
+
+@app.command("export")
+def export_resources(
+    ctx: typer.Context,
+    item: Annotated[str | None, typer.Option(help="Only resources of this catalog item.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only resources this team owns.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only resources this user owns.")] = None,
+    state: Annotated[
+        ResourceState | None,
+        typer.Option(help="Only resources in this state.", case_sensitive=False),
+    ] = None,
+    environment: Annotated[
+        str | None, typer.Option("--environment", "-e", help="Only this environment.")
+    ] = None,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help=FORMAT_HELP, case_sensitive=False)
+    ] = ExportFormat.csv,
+    file: Annotated[Path | None, typer.Option("--file", help=FILE_HELP, dir_okay=False)] = None,
+    page_size: Annotated[int, typer.Option(min=1, max=500, help=PAGE_HELP)] = 500,
+) -> None:
+    """Every resource `resource list` would show with these filters, all pages, newest first.
+
+    Example:
+
+      devctl resource export --team team-data --state active --format json --file data.json
+    """
+    params = {
+        "item_id": item,
+        "team": team,
+        "owner": owner,
+        "state": state,
+        "environment": environment,
+    }
+    export_all(
+        ctx,
+        "/resources",
+        key="resources",
+        id_field="resource_id",
+        params=params,
+        fmt=fmt,
+        file=file,
+        page_size=page_size,
     )
 
 
