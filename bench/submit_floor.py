@@ -17,6 +17,12 @@ database (and a broker, which the gateway's catalog view follows):
 For each: submits/s over --count submits after --warmup, p50 and p99 (POST sent -> 202 read), the
 server process's CPU time per submit (user + system, from /proc: on a busy machine the steadier
 figure), and PAO/floor. With --rounds N the two alternate N times.
+
+With --with-services the rest of PAO runs too, as in production, each service its own process
+(`pao serve relay projector`, `pao serve request`, `pao serve fulfillment`): every submit is
+then also relayed, projected, dispatched and fulfilled while the load runs, on the same cores.
+No JIRA is configured, so each request's ticket step fails at once and the request ends failed:
+the event work of a request is all there, the JIRA server's is not.
 """
 
 from __future__ import annotations
@@ -177,10 +183,10 @@ async def ready(url: str, processes: list[ChildProcess]) -> None:
     raise RuntimeError(f"a server did not become ready:\n{tail}")
 
 
-def start_gateway(dsn: str, bootstrap: str, tmp: Path) -> tuple[ChildProcess, str]:
+def service_env(dsn: str, bootstrap: str, tmp: Path, port: int) -> dict[str, str]:
+    """The environment of each `pao serve` process of the benchmark's installation."""
     keys = write_keys(tmp, KEY_ID, SECRET)
-    port = free_port()
-    env = {
+    return {
         **os.environ,
         "PAO_DATABASE_URL": dsn,
         "PAO_KAFKA_BOOTSTRAP": bootstrap,
@@ -192,11 +198,36 @@ def start_gateway(dsn: str, bootstrap: str, tmp: Path) -> tuple[ChildProcess, st
         "PAO_DATA_DIR": str(tmp),
         "PAO_LOG_LEVEL": "warning",
     }
+
+
+def start_gateway(dsn: str, bootstrap: str, tmp: Path) -> tuple[ChildProcess, str]:
+    port = free_port()
+    env = service_env(dsn, bootstrap, tmp, port)
     process = ChildProcess(
         "gateway", [str(BIN / "pao"), "serve", "gateway"], log_path=tmp / "gateway.log", env=env
     )
     process.start()
     return process, f"http://127.0.0.1:{port}"
+
+
+#: The rest of PAO, in the production layout (--with-services).
+SERVICES = {
+    "relay-projector": ("relay", "projector"),
+    "request": ("request",),
+    "fulfillment": ("fulfillment",),
+}
+
+
+def start_services(dsn: str, bootstrap: str, tmp: Path) -> list[ChildProcess]:
+    env = service_env(dsn, bootstrap, tmp, free_port())
+    started = []
+    for name, services in SERVICES.items():
+        process = ChildProcess(
+            name, [str(BIN / "pao"), "serve", *services], log_path=tmp / f"{name}.log", env=env
+        )
+        process.start()
+        started.append(process)
+    return started
 
 
 def start_floor(dsn: str, tmp: Path, pool_size: int) -> tuple[ChildProcess, str]:
@@ -224,7 +255,7 @@ def report(name: str, load: Load) -> float:
     return rate
 
 
-async def main(clients: int, count: int, warmup: int, rounds: int) -> None:
+async def main(clients: int, count: int, warmup: int, rounds: int, with_services: bool) -> None:
     pool_size = Settings().db_pool_max
     with tempfile.TemporaryDirectory(prefix="pao-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -233,6 +264,7 @@ async def main(clients: int, count: int, warmup: int, rounds: int) -> None:
             await ensure_topics(Settings(database_url=dsn, kafka_bootstrap=bootstrap), ALL_TOPICS)
             gateway, pao_url = start_gateway(dsn, bootstrap, tmp)
             floor, floor_url = start_floor(dsn, tmp, pool_size)
+            others = start_services(dsn, bootstrap, tmp) if with_services else []
             try:
                 await ready(pao_url, [gateway])
                 await ready(floor_url, [floor])
@@ -240,7 +272,12 @@ async def main(clients: int, count: int, warmup: int, rounds: int) -> None:
                 async with aiohttp.ClientSession(connector=connector) as http:
                     print(
                         f"{clients} concurrent signed clients, {count:,} submits after "
-                        f"{warmup:,} warm-up, floor pool {pool_size} connections",
+                        f"{warmup:,} warm-up, floor pool {pool_size} connections"
+                        + (
+                            f"; the rest of PAO running ({', '.join(SERVICES)})"
+                            if with_services
+                            else "; the gateway alone"
+                        ),
                         flush=True,
                     )
                     for n in range(1, rounds + 1):
@@ -264,7 +301,7 @@ async def main(clients: int, count: int, warmup: int, rounds: int) -> None:
                             flush=True,
                         )
             finally:
-                for process in (gateway, floor):
+                for process in (gateway, floor, *others):
                     crashed = not process.running
                     await process.stop(timeout=30)
                     if crashed:
@@ -281,5 +318,10 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=3_000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--with-services",
+        action="store_true",
+        help="run the relay, projector, request and fulfillment services too",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.clients, args.count, args.warmup, args.rounds))
+    asyncio.run(main(args.clients, args.count, args.warmup, args.rounds, args.with_services))

@@ -85,17 +85,22 @@ async def submitted_requests(stack: Stack, count: int) -> list[str]:
 
 
 async def caught_up(stack: Stack) -> dict[str, Any]:
-    """The figures once the relay, projector and consumers have everything."""
+    """The figures once the relay, projector and consumers have everything, and the store's
+    head stayed where it was over two reads (the lags are sampled: a handler may have appended a
+    consequence the gauges do not show yet)."""
+    heads: list[int] = []
 
     async def probe() -> dict[str, Any] | None:
         answer = await api(stack, "GET", "/stats")
         lags = answer["lags"]
         groups = {c["consumer"] for c in lags["consumers"]}
         parts = lags["relays"] + lags["projectors"] + lags["consumers"]
-        quiet = groups >= CONSUMERS and all(p["behind"] == 0 for p in parts)
+        heads.append(lags["head_position"])
+        settled = len(heads) > 1 and heads[-1] == heads[-2]
+        quiet = groups >= CONSUMERS and all(p["behind"] == 0 for p in parts) and settled
         return answer if quiet else None
 
-    return await eventually(probe, timeout=20, what="every part caught up")
+    return await eventually(probe, timeout=30, interval=0.5, what="every part caught up")
 
 
 async def status_becomes(stack: Stack, request_id: str, *wanted: str) -> str:
