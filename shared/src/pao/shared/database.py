@@ -33,6 +33,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """A released connection goes back as it is: asyncpg has rolled back a transaction left open
+    and dropped its listeners, and PAO keeps no other session state on pooled connections (every
+    SET is SET LOCAL, advisory locks are transaction locks, LISTEN has its own connection). The
+    one exception, a leader's session (`pao.shared.lifecycle.leadership`), is closed instead of
+    being released. This spares every release asyncpg's default reset, a round trip of
+    `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`."""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -55,6 +64,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_nothing_to_reset,
         command_timeout=60,
         server_settings=server_settings,
     )

@@ -81,11 +81,12 @@ async def leadership(
             lead.ended.set()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher  # done with the connection before it goes back to the pool
-            # On a dead session the lock went with it; an error here says nothing new.
-            with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                await watcher  # done with the connection before it is closed
     finally:
+        # The session holds the lock and its own idle timeout: it ends here rather than going
+        # back to the pool (whose connections are released without a reset), and the lock goes
+        # with it.
+        conn.terminate()
         with contextlib.suppress(Exception):
             await pool.release(conn)
 
