@@ -6,11 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
+from pao.devctl import authoring, impact, jira_import
 from pao.devctl.context import call, globals_of
 from pao.devctl.output import OutputFormat, console, emit
 from pao.devctl.requests import Mode
 
 app = typer.Typer(help="Browse the service catalog.", no_args_is_help=True)
+app.command("new")(authoring.new_item)
+app.command("import-jira")(jira_import.import_jira)
+app.command("impact")(impact.impact)
 
 
 @app.command("list")
