@@ -18,9 +18,11 @@ For each: submits/s over --count submits after --warmup, p50 and p99 (POST sent 
 server process's CPU time per submit (user + system, from /proc: on a busy machine the steadier
 figure), and PAO/floor. With --rounds N the two alternate N times.
 
-With --with-services the rest of PAO runs too, as in production, each service its own process
-(`pao serve relay projector`, `pao serve request`, `pao serve fulfillment`): every submit is
-then also relayed, projected, dispatched and fulfilled while the load runs, on the same cores.
+With --gateways N, N `pao serve gateway` processes share the port (PAO_HTTP_REUSE_PORT), to use
+every core; their CPU time is added up. With --with-services the rest of PAO runs too, as in
+production, each service its own process (`pao serve relay projector`, `pao serve request`,
+`pao serve fulfillment`): every submit is then also relayed, projected, dispatched and fulfilled
+while the load runs, on the same cores.
 No JIRA is configured, so each request's ticket step fails at once and the request ends failed:
 the event work of a request is all there, the JIRA server's is not.
 """
@@ -114,11 +116,14 @@ class Load:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def cpu_seconds(process: ChildProcess) -> float:
-    """User + system CPU time the process has used so far."""
-    assert process.process is not None
-    fields = Path(f"/proc/{process.process.pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(*processes: ChildProcess) -> float:
+    """User + system CPU time the processes have used so far."""
+    used = 0.0
+    for process in processes:
+        assert process.process is not None
+        fields = Path(f"/proc/{process.process.pid}/stat").read_text().rpartition(")")[2].split()
+        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
 
 
 async def run_clients(http: aiohttp.ClientSession, url: str, clients: int, total: int) -> Load:
@@ -200,14 +205,25 @@ def service_env(dsn: str, bootstrap: str, tmp: Path, port: int) -> dict[str, str
     }
 
 
-def start_gateway(dsn: str, bootstrap: str, tmp: Path) -> tuple[ChildProcess, str]:
+def start_gateways(
+    dsn: str, bootstrap: str, tmp: Path, count: int
+) -> tuple[list[ChildProcess], str]:
+    """`count` gateway processes on one port (SO_REUSEPORT when more than one)."""
     port = free_port()
     env = service_env(dsn, bootstrap, tmp, port)
-    process = ChildProcess(
-        "gateway", [str(BIN / "pao"), "serve", "gateway"], log_path=tmp / "gateway.log", env=env
-    )
-    process.start()
-    return process, f"http://127.0.0.1:{port}"
+    if count > 1:
+        env["PAO_HTTP_REUSE_PORT"] = "true"
+    started = []
+    for n in range(1, count + 1):
+        process = ChildProcess(
+            f"gateway-{n}",
+            [str(BIN / "pao"), "serve", "gateway"],
+            log_path=tmp / f"gateway-{n}.log",
+            env=env,
+        )
+        process.start()
+        started.append(process)
+    return started, f"http://127.0.0.1:{port}"
 
 
 #: The rest of PAO, in the production layout (--with-services).
@@ -255,24 +271,27 @@ def report(name: str, load: Load) -> float:
     return rate
 
 
-async def main(clients: int, count: int, warmup: int, rounds: int, with_services: bool) -> None:
+async def main(
+    clients: int, count: int, warmup: int, rounds: int, with_services: bool, gateways: int
+) -> None:
     pool_size = Settings().db_pool_max
     with tempfile.TemporaryDirectory(prefix="pao-bench-") as tmp_name:
         tmp = Path(tmp_name)
         async with fresh_database() as dsn, broker() as bootstrap:
             # The topics the relay would create: the gateway's catalog view follows one.
             await ensure_topics(Settings(database_url=dsn, kafka_bootstrap=bootstrap), ALL_TOPICS)
-            gateway, pao_url = start_gateway(dsn, bootstrap, tmp)
+            gateway, pao_url = start_gateways(dsn, bootstrap, tmp, gateways)
             floor, floor_url = start_floor(dsn, tmp, pool_size)
             others = start_services(dsn, bootstrap, tmp) if with_services else []
             try:
-                await ready(pao_url, [gateway])
+                await ready(pao_url, gateway)
                 await ready(floor_url, [floor])
                 connector = aiohttp.TCPConnector(limit=clients)
                 async with aiohttp.ClientSession(connector=connector) as http:
                     print(
                         f"{clients} concurrent signed clients, {count:,} submits after "
-                        f"{warmup:,} warm-up, floor pool {pool_size} connections"
+                        f"{warmup:,} warm-up, floor pool {pool_size} connections, "
+                        f"{gateways} gateway process(es)"
                         + (
                             f"; the rest of PAO running ({', '.join(SERVICES)})"
                             if with_services
@@ -283,12 +302,12 @@ async def main(clients: int, count: int, warmup: int, rounds: int, with_services
                     for n in range(1, rounds + 1):
                         rates = {}
                         loads = {}
-                        servers = (("PAO", pao_url, gateway), ("floor", floor_url, floor))
-                        for name, url, process in servers:
+                        servers = (("PAO", pao_url, gateway), ("floor", floor_url, [floor]))
+                        for name, url, processes in servers:
                             await run_clients(http, url, clients, warmup)
-                            cpu_before = cpu_seconds(process)
+                            cpu_before = cpu_seconds(*processes)
                             loads[name] = await run_clients(http, url, clients, count)
-                            loads[name].cpu_seconds = cpu_seconds(process) - cpu_before
+                            loads[name].cpu_seconds = cpu_seconds(*processes) - cpu_before
                         print(f"round {n}:")
                         for name, load in loads.items():
                             rates[name] = report(name, load)
@@ -301,7 +320,7 @@ async def main(clients: int, count: int, warmup: int, rounds: int, with_services
                             flush=True,
                         )
             finally:
-                for process in (gateway, floor, *others):
+                for process in (*gateway, floor, *others):
                     crashed = not process.running
                     await process.stop(timeout=30)
                     if crashed:
@@ -323,5 +342,10 @@ if __name__ == "__main__":
         action="store_true",
         help="run the relay, projector, request and fulfillment services too",
     )
+    parser.add_argument(
+        "--gateways", type=int, default=1, help="gateway processes sharing the port"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.clients, args.count, args.warmup, args.rounds, args.with_services))
+    asyncio.run(
+        main(args.clients, args.count, args.warmup, args.rounds, args.with_services, args.gateways)
+    )

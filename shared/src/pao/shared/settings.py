@@ -46,6 +46,11 @@ class Settings(BaseSettings):
 
     http_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     http_port: int = Field(default=8080, ge=0, le=65535)
+    http_reuse_port: bool = Field(
+        default=False,
+        description="Let several gateway processes on one host share the port (SO_REUSEPORT): "
+        "the kernel spreads connections over them. Off, a second gateway on a taken port fails.",
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=0,

@@ -66,7 +66,13 @@ async def start(scope: Scope, keys: KeyStore) -> str:
     app[SESSIONS].load()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.http_host,
+        settings.http_port,
+        reuse_address=True,
+        reuse_port=settings.http_reuse_port or None,
+    )
     await site.start()
     scope.cleanups.append(runner.cleanup)
     host, port = runner.addresses[0][:2]
