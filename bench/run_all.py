@@ -19,6 +19,7 @@ for script in (
     "submit_floor.py",
     "provisioning.py",
     "rest_actions.py",
+    "in_flight.py",
 ):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)
