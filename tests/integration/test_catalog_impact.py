@@ -23,6 +23,10 @@ import yaml
 from test_devctl_batch import devctl
 
 from conftest import REPO, fresh_database, signed_client
+from pao.catalog.history import at_version, published_versions
+from pao.contracts.events import CatalogItemPublished, CatalogItemUpdated
+from pao.shared.database import create_pool
+from pao.shared.eventstore import EventStore
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
 from support import eventually
@@ -219,3 +223,80 @@ async def test_an_invalid_or_foreign_file_is_refused_before_asking_the_server(
     assert code == 1
     assert "PAO-CAT-001" in err
     assert "Traceback" not in err
+
+
+async def test_the_served_version_is_listed_and_compared_by_version(
+    live: Live, tmp_path: Path
+) -> None:
+    versions = await api(live.url, "GET", "/catalog/items/sqs-queue/versions")
+    assert [v["version"] for v in versions["versions"]] == ["1.0.0"]
+    served = await api(live.url, "GET", "/catalog/items/sqs-queue")
+    published = await api(live.url, "GET", "/catalog/items/sqs-queue/versions/1.0.0")
+    assert published["item"] == served["item"]
+    assert published["item_hash"] == versions["versions"][0]["item_hash"]
+
+    code, out, err = await devctl(
+        tmp_path, live.url, "-o", "json", "catalog", "impact", "sqs-queue", "--to", "1.0.0"
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["target_file"], report["errors"]) == ("version 1.0.0", 0)
+    assert len(report["requests"]) == 2
+
+    code, _, err = await devctl(
+        tmp_path, live.url, "catalog", "impact", "sqs-queue", "--to", "9.9.9"
+    )
+    assert code == 1
+    assert "PAO-CAT-001" in err
+    assert "never published version 9.9.9" in err
+    code, _, err = await devctl(tmp_path, live.url, "catalog", "impact", "sqs-queue")
+    assert code == 2
+    assert "PAO-CLI-004" in err
+
+
+async def test_every_published_definition_is_listed_once_oldest_first(
+    postgres_server: str,
+) -> None:
+    async with fresh_database(postgres_server) as dsn:
+        pool = await create_pool(dsn, min_size=1, max_size=2, application_name="pao-tests")
+        try:
+            store = EventStore(pool)
+            item = yaml.safe_load(SQS.read_text())
+            newer = {**item, "metadata": {**item["metadata"], "version": "1.1.0"}}
+            common = {"item_id": "sqs-queue", "path": "messaging/sqs-queue.yaml"}
+            events = [
+                CatalogItemPublished(**common, version="1.0.0", item_hash="sha256:a", item=item),
+                CatalogItemPublished(
+                    item_id="s3-bucket",
+                    path="storage/s3-bucket.yaml",
+                    version="1.0.0",
+                    item_hash="sha256:other",
+                    item={},
+                ),
+                CatalogItemUpdated(
+                    **common,
+                    previous_version="1.0.0",
+                    version="1.1.0",
+                    item_hash="sha256:b",
+                    item=newer,
+                ),
+                CatalogItemUpdated(  # reverted: the first definition again
+                    **common,
+                    previous_version="1.1.0",
+                    version="1.0.0",
+                    item_hash="sha256:a",
+                    item=item,
+                ),
+            ]
+            await store.append(
+                "catalog", [e.new(correlation_id=None, actor="pao-catalog") for e in events], 0
+            )
+            versions = await published_versions(store, "sqs-queue")
+            assert [(v.version, v.item_hash) for v in versions] == [
+                ("1.0.0", "sha256:a"),
+                ("1.1.0", "sha256:b"),
+            ]
+            assert at_version(versions, "1.1.0").item == newer
+            assert at_version(versions, "2.0.0") is None
+        finally:
+            await pool.close()

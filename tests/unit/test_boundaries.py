@@ -23,6 +23,7 @@ GATEWAY_MAY_USE = {
     "pao.request.history",
     "pao.request.queries",
     "pao.catalog.bootstrap",
+    "pao.catalog.history",
     "pao.catalog.modes",
     "pao.catalog.refresh",
     "pao.catalog.sources",

@@ -343,7 +343,7 @@ def impact(
     ctx: typer.Context,
     item_id: Annotated[str, typer.Argument(help="The item id, e.g. sqs-queue.")],
     file: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--file",
             "-f",
@@ -351,7 +351,15 @@ def impact(
             "item.",
             dir_okay=False,
         ),
-    ],
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="A version the catalog published (see GET /catalog/items/ID/versions), "
+            "compared with the served item instead of a file.",
+        ),
+    ] = None,
 ) -> None:
     """What publishing an edited item would touch: requests in flight, live resources, and the
     field-by-field diff against the served item; exits 1 when a change breaks something live.
@@ -361,18 +369,31 @@ def impact(
       devctl catalog impact sqs-queue --file catalog/messaging/sqs-queue.yaml
 
       devctl -o json catalog impact sqs-queue -f catalog/messaging/sqs-queue.yaml
+
+      devctl catalog impact sqs-queue --to 1.0.0
     """
     from pao.spec.changes import diff_items
 
-    target = read_target(file, item_id)
+    if (file is None) == (to is None):
+        raise CliError(
+            INVALID,
+            "give the change to assess: --file FILE (an edited item) or --to VERSION (one the "
+            "catalog published)",
+            f"e.g. devctl catalog impact {item_id} --file catalog/<category>/{item_id}.yaml",
+            exit_code=2,
+        )
+    target = read_target(file, item_id) if file is not None else None
     g = globals_of(ctx)
     client = g.client()
     try:
         served = client.request("GET", f"/catalog/items/{item_id}")["item"]
+        if target is None:
+            target = client.request("GET", f"/catalog/items/{item_id}/versions/{to}")["item"]
         requests, resources = live_uses(client, item_id)
     finally:
         client.close()
-    report = impact_report(diff_items(served, target), requests, resources, file=str(file))
+    against = str(file) if file is not None else f"version {to}"
+    report = impact_report(diff_items(served, target), requests, resources, file=against)
     if g.output is OutputFormat.table:
         _print(report)
     else:

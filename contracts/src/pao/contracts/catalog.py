@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,3 +137,35 @@ def summary_of(
         modes=modes,
         mode_switch=switch,
     )
+
+
+class ItemVersion(BaseModel):
+    """One definition of an item the catalog published."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    item_hash: str
+    published_at: datetime
+
+
+class ItemVersions(BaseModel):
+    """`GET /catalog/items/{item_id}/versions`: every definition published, oldest first (one
+    published again unchanged is listed once)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    versions: list[ItemVersion]
+
+
+class ItemVersionDefinition(BaseModel):
+    """`GET /catalog/items/{item_id}/versions/{version}`: the item as last published with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    version: str
+    item_hash: str
+    published_at: datetime
+    item: dict[str, Any]

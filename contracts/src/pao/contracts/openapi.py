@@ -23,6 +23,8 @@ from pao.contracts.audit import AuditPage
 from pao.contracts.auth import SignInBody, SignInInfo, SignInSession
 from pao.contracts.catalog import (
     CatalogPage,
+    ItemVersionDefinition,
+    ItemVersions,
     ModeState,
     ModeSwitchBody,
     RefreshResult,
@@ -422,6 +424,24 @@ OPERATIONS: tuple[Operation, ...] = (
         raises=(errors.ITEM_NOT_FOUND,),
     ),
     Operation(
+        "get",
+        "/catalog/items/{item_id}/versions",
+        "listCatalogItemVersions",
+        "Every definition of the item the catalog published, oldest first.",
+        "catalog",
+        ItemVersions,
+        raises=(errors.ITEM_NOT_FOUND, *_DATABASE),
+    ),
+    Operation(
+        "get",
+        "/catalog/items/{item_id}/versions/{version}",
+        "getCatalogItemVersion",
+        "The item as the catalog last published it with that version.",
+        "catalog",
+        ItemVersionDefinition,
+        raises=(errors.ITEM_NOT_FOUND, *_DATABASE),
+    ),
+    Operation(
         "post",
         "/catalog/items/{item_id}/mode",
         "switchCatalogItemMode",
@@ -812,6 +832,7 @@ _PATH_PARAMS = {
     _ITEM_ID: "The catalog item's id.",
     _REQUEST_ID: "The request's id.",
     _RESOURCE_ID: "The resource's id.",
+    "version": "A version the catalog published the item with, e.g. 1.2.0.",
 }
 
 _SIGV4 = {

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pao.catalog.history import at_version, published_versions
 from pao.catalog.modes import switch_mode
 from pao.catalog.refresh import refresh_catalog
 from pao.catalog.sources import SourceError
 from pao.contracts import errors
-from pao.contracts.catalog import CatalogPage, ModeSwitchBody, RefreshResult
+from pao.contracts.catalog import (
+    CatalogPage,
+    ItemVersion,
+    ItemVersionDefinition,
+    ItemVersions,
+    ModeSwitchBody,
+    RefreshResult,
+)
 from pao.contracts.commands import SwitchItemMode
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.gateway.authz import require_admin_or_owner, require_platform_role
 from pao.gateway.bodies import read_model
 from pao.gateway.params import int_param, text_param
-from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY
+from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, STORE
 
 routes = web.RouteTableDef()
 
@@ -71,6 +79,46 @@ async def get_item(request: web.Request) -> web.Response:
     view = request.app[CATALOG].view
     modes = view.mode_state(item["metadata"]["id"]).model_dump(mode="json", exclude={"changed"})
     return web.json_response({"catalog_version": view.version, "item": item, "modes": modes})
+
+
+@routes.get("/api/v1/catalog/items/{item_id}/versions")
+async def list_item_versions(request: web.Request) -> web.Response:
+    """Every definition of the item the catalog published, oldest first."""
+    item_id = request.match_info["item_id"]
+    versions = await published_versions(request.app[STORE], item_id)
+    if not versions:
+        _item(request)  # an item never published: 404
+    answer = ItemVersions(
+        item_id=item_id,
+        versions=[
+            ItemVersion(version=v.version, item_hash=v.item_hash, published_at=v.published_at)
+            for v in versions
+        ],
+    )
+    return web.json_response(answer.model_dump(mode="json"))
+
+
+@routes.get("/api/v1/catalog/items/{item_id}/versions/{version}")
+async def get_item_version(request: web.Request) -> web.Response:
+    """The item as the catalog last published it with that version."""
+    item_id, version = request.match_info["item_id"], request.match_info["version"]
+    versions = await published_versions(request.app[STORE], item_id)
+    found = at_version(versions, version)
+    if found is None:
+        known = ", ".join(dict.fromkeys(v.version for v in versions)) or "none"
+        raise PaoError(
+            errors.ITEM_NOT_FOUND,
+            f"the catalog never published version {version} of '{item_id}' (published: {known})",
+            details=[ErrorDetail(field="version", message=version)],
+        )
+    answer = ItemVersionDefinition(
+        item_id=item_id,
+        version=found.version,
+        item_hash=found.item_hash,
+        published_at=found.published_at,
+        item=found.item,
+    )
+    return web.json_response(answer.model_dump(mode="json"))
 
 
 @routes.post("/api/v1/catalog/items/{item_id}/mode")
