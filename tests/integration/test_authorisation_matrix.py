@@ -34,7 +34,6 @@ import pytest_asyncio
 from botocore.credentials import ReadOnlyCredentials
 from structlog.testing import capture_logs
 
-from conftest import REPO, fresh_database
 from pao.contracts import events as ev
 from pao.devctl.client import Target, sign
 from pao.request.aggregate import stream_of
@@ -43,7 +42,7 @@ from pao.shared.eventstore import ANY_VERSION, EventStore
 from pao.shared.keystore import KeyEntry, KeyStore
 from pao.shared.settings import Settings
 from support import eventually
-from support.stack import Stack, running_stack
+from support.stack import Stack, fresh_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -178,12 +177,14 @@ async def stack(
     people: KeyStore,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(update={"database_url": dsn, "catalog_dir": REPO / "catalog"})
-        async with running_stack(
-            own, people, services=SERVICES, data_dir=tmp_path_factory.mktemp("matrix")
-        ) as running:
-            yield running
+    async with fresh_stack(
+        postgres_server,
+        settings,
+        people,
+        services=SERVICES,
+        data_dir=tmp_path_factory.mktemp("matrix"),
+    ) as running:
+        yield running
 
 
 async def call(

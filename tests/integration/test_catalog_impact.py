@@ -9,7 +9,6 @@ asks what publishing the edit would break.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ import pytest_asyncio
 import yaml
 from test_devctl_batch import devctl
 
-from conftest import REPO, fresh_database, signed_client
+from conftest import REPO, TEST_KEY_ID, TEST_SECRET, fresh_database
 from pao.catalog.history import at_version, published_versions
 from pao.contracts.events import CatalogItemPublished, CatalogItemUpdated
 from pao.shared.database import create_pool
@@ -30,7 +29,7 @@ from pao.shared.eventstore import EventStore
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
 from support import eventually
-from support.stack import Stack, running_stack
+from support.stack import Stack, fresh_stack, signed_call
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -51,23 +50,18 @@ async def stack(
     keys: KeyStore,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(update={"database_url": dsn, "catalog_dir": REPO / "catalog"})
-        async with running_stack(
-            own,
-            keys,
-            services=("gateway", "relay", "projector", "request"),
-            data_dir=tmp_path_factory.mktemp("impact"),
-        ) as running:
-            yield running
+    async with fresh_stack(
+        postgres_server,
+        settings,
+        keys,
+        services=("gateway", "relay", "projector", "request"),
+        data_dir=tmp_path_factory.mktemp("impact"),
+    ) as running:
+        yield running
 
 
 async def api(url: str, method: str, path: str, **kwargs: Any) -> Any:
-    client = signed_client(url)
-    try:
-        return await asyncio.to_thread(client.request, method, path, **kwargs)
-    finally:
-        client.close()
+    return await signed_call(url, method, path, (TEST_KEY_ID, TEST_SECRET), **kwargs)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -22,17 +22,16 @@ import pytest
 import pytest_asyncio
 import typer
 
-from conftest import REPO, TEST_KEY_ID, TEST_SECRET, fresh_database, signed_client
+from conftest import TEST_KEY_ID, TEST_SECRET, signed_client
 from pao.devctl.errors import CliError
 from pao.devctl.main import app
 from pao.devctl.output import console, err_console
-from pao.devctl.profiles import Profile, save_profile
 from pao.request.aggregate import stream_of
 from pao.shared.eventstore import EventStore
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
 from support import eventually
-from support.stack import Stack, running_stack
+from support.stack import Stack, devctl_profile, fresh_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -45,12 +44,14 @@ async def projected(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     """A gateway whose read models the projector keeps up to date, for lists and exports."""
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(update={"database_url": dsn, "catalog_dir": REPO / "catalog"})
-        async with running_stack(
-            own, keys, services=("gateway", "projector"), data_dir=tmp_path_factory.mktemp("export")
-        ) as running:
-            yield running
+    async with fresh_stack(
+        postgres_server,
+        settings,
+        keys,
+        services=("gateway", "projector"),
+        data_dir=tmp_path_factory.mktemp("export"),
+    ) as running:
+        yield running
 
 
 def _invoke(args: tuple[str, ...], config: Path) -> tuple[int, str, str]:
@@ -80,10 +81,7 @@ async def devctl(tmp_path: Path, endpoint: str, *args: str) -> tuple[int, str, s
     """Run devctl as dana; returns exit code, stdout, stderr."""
     config = tmp_path / f"config-{endpoint.rsplit(':', 1)[-1]}.yaml"
     if not config.exists():
-        profile = Profile(
-            endpoint=endpoint, access_key_id=TEST_KEY_ID, secret_access_key=TEST_SECRET
-        )
-        save_profile("local", profile, make_default=True, path=config)
+        devctl_profile(config, endpoint, (TEST_KEY_ID, TEST_SECRET))
     return await asyncio.to_thread(_invoke, args, config)
 
 

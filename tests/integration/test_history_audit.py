@@ -9,7 +9,6 @@ between those steps; the admin reads the audit through the API and `devctl audit
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import uuid
@@ -23,13 +22,11 @@ import pytest
 import pytest_asyncio
 from test_devctl import devctl
 
-from conftest import REPO, fresh_database, signed_client
 from pao.devctl.errors import CliError
-from pao.devctl.profiles import Profile, save_profile
 from pao.shared.keystore import KeyEntry, KeyStore
 from pao.shared.settings import Settings
 from support import eventually
-from support.stack import Stack, running_stack
+from support.stack import Stack, devctl_profile, fresh_stack, signed_call
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -75,23 +72,18 @@ async def stack(
     people: KeyStore,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(update={"database_url": dsn, "catalog_dir": REPO / "catalog"})
-        async with running_stack(
-            own,
-            people,
-            services=("gateway", "projector"),
-            data_dir=tmp_path_factory.mktemp("history"),
-        ) as running:
-            yield running
+    async with fresh_stack(
+        postgres_server,
+        settings,
+        people,
+        services=("gateway", "projector"),
+        data_dir=tmp_path_factory.mktemp("history"),
+    ) as running:
+        yield running
 
 
 async def api(stack: Stack, method: str, path: str, key: tuple[str, str] = DANA, **kw: Any):
-    client = signed_client(stack.url, *key)
-    try:
-        return await asyncio.to_thread(client.request, method, path, **kw)
-    finally:
-        client.close()
+    return await signed_call(stack.url, method, path, key, **kw)
 
 
 async def refused(stack: Stack, method: str, path: str, key: tuple[str, str], **kw: Any):
@@ -284,14 +276,7 @@ async def test_only_an_admin_reads_the_audit(stack: Stack, story: Story) -> None
 
 
 def profile(tmp_path: Path, stack: Stack, key: tuple[str, str]) -> Path:
-    path = tmp_path / f"{key[0]}.yaml"
-    save_profile(
-        "local",
-        Profile(endpoint=stack.url, access_key_id=key[0], secret_access_key=key[1]),
-        make_default=True,
-        path=path,
-    )
-    return path
+    return devctl_profile(tmp_path / f"{key[0]}.yaml", stack.url, key)
 
 
 async def test_devctl_audit_writes_every_record_as_csv(

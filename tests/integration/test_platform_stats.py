@@ -3,7 +3,6 @@ of what was submitted and finished, the job queue, parked work and lags, all fro
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,17 +12,15 @@ import pytest
 import pytest_asyncio
 from test_devctl import devctl
 
-from conftest import REPO, fresh_database, signed_client
 from pao.devctl.errors import CliError
 from pao.devctl.output import console
-from pao.devctl.profiles import Profile, save_profile
 from pao.devctl.stats import show
 from pao.fulfillment import jobs
 from pao.fulfillment.breakers import Parked
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
 from support import eventually
-from support.stack import Stack, running_stack
+from support.stack import Stack, devctl_profile, fresh_stack, signed_call
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -48,31 +45,22 @@ async def stack(
     keys: KeyStore,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(update={"database_url": dsn, "catalog_dir": REPO / "catalog"})
-        async with running_stack(
-            own, keys, services=SERVICES, data_dir=tmp_path_factory.mktemp("stats")
-        ) as running:
-            yield running
+    async with fresh_stack(
+        postgres_server,
+        settings,
+        keys,
+        services=SERVICES,
+        data_dir=tmp_path_factory.mktemp("stats"),
+    ) as running:
+        yield running
 
 
 async def api(stack: Stack, method: str, path: str, *, key: tuple[str, str] = ADMIN, **kw: Any):
-    client = signed_client(stack.url, *key)
-    try:
-        return await asyncio.to_thread(client.request, method, path, **kw)
-    finally:
-        client.close()
+    return await signed_call(stack.url, method, path, key, **kw)
 
 
 def profile(tmp_path: Path, stack: Stack, key: tuple[str, str]) -> Path:
-    path = tmp_path / f"{key[0]}.yaml"
-    save_profile(
-        "local",
-        Profile(endpoint=stack.url, access_key_id=key[0], secret_access_key=key[1]),
-        make_default=True,
-        path=path,
-    )
-    return path
+    return devctl_profile(tmp_path / f"{key[0]}.yaml", stack.url, key)
 
 
 async def submitted_requests(stack: Stack, count: int) -> list[str]:

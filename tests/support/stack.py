@@ -8,9 +8,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
+from conftest import REPO, fresh_database, signed_client
+from pao.devctl.profiles import Profile, save_profile
 from pao.shared.database import create_pool
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
@@ -61,3 +64,40 @@ async def running_stack(
         stop.set()
         await asyncio.wait_for(task, timeout=60)
         await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_stack(
+    postgres_server: str,
+    settings: Settings,
+    keys: KeyStore,
+    *,
+    services: tuple[str, ...],
+    data_dir: Path,
+    catalog_dir: Path = REPO / "catalog",
+) -> AsyncIterator[Stack]:
+    """`running_stack` on a database of its own, with the repository's catalog by default."""
+    async with fresh_database(postgres_server) as dsn:
+        own = settings.model_copy(update={"database_url": dsn, "catalog_dir": catalog_dir})
+        async with running_stack(own, keys, services=services, data_dir=data_dir) as running:
+            yield running
+
+
+async def signed_call(url: str, method: str, path: str, key: tuple[str, str], **kw: Any) -> Any:
+    """One call through devctl's client, signed with `key` (id, secret); its decoded answer."""
+    client = signed_client(url, *key)
+    try:
+        return await asyncio.to_thread(client.request, method, path, **kw)
+    finally:
+        client.close()
+
+
+def devctl_profile(path: Path, url: str, key: tuple[str, str]) -> Path:
+    """A devctl config file at `path` whose default profile `local` signs with `key` at `url`."""
+    save_profile(
+        "local",
+        Profile(endpoint=url, access_key_id=key[0], secret_access_key=key[1]),
+        make_default=True,
+        path=path,
+    )
+    return path
