@@ -38,7 +38,6 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import yaml
 from botocore.credentials import ReadOnlyCredentials
 
 from infra import broker, fresh_database, percentile
@@ -53,6 +52,7 @@ from request_flow import ITEM as MANUAL_ITEM
 from request_flow import LAG_EVERY, LAG_POLL, Load, ReadModelWatch, Submitter
 from rest_actions import ITEM as REST_ITEM
 from rest_actions import ITEM_TEXT as REST_ITEM_TEXT
+from rest_actions import aws_environments
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -296,18 +296,7 @@ async def main(args: argparse.Namespace) -> None:
         jira_url = await jira.start()
         try:
             identity = await aws.bootstrap(tmp / "aws")
-            port = endpoint.rsplit(":", 1)[1]
-            environments = tmp / "environments.yaml"
-            environments.write_text(
-                yaml.safe_dump(
-                    {
-                        "dev": {
-                            "aws_region": identity.region,
-                            "rest_allowed_hosts": [f"127.0.0.1:{port}"],
-                        }
-                    }
-                )
-            )
+            environments = aws_environments(tmp, identity.region, endpoint)
             async with fresh_database() as dsn, broker() as bootstrap:
                 processes = ServiceProcesses.configured(
                     tmp,

@@ -90,6 +90,16 @@ fulfillment:
 """
 
 
+def aws_environments(tmp: Path, region: str, endpoint: str) -> Path:
+    """An environments file whose `dev` calls the embedded AWS at `endpoint`, in `region`."""
+    port = endpoint.rsplit(":", 1)[1]
+    environments = tmp / "environments.yaml"
+    environments.write_text(
+        yaml.safe_dump({"dev": {"aws_region": region, "rest_allowed_hosts": [f"127.0.0.1:{port}"]}})
+    )
+    return environments
+
+
 def spread(values: list[float]) -> str:
     if not values:
         return "no values"
@@ -256,18 +266,7 @@ async def main(args: argparse.Namespace) -> None:
         endpoint = await aws.start()
         try:
             identity = await aws.bootstrap(tmp / "aws")
-            port = endpoint.rsplit(":", 1)[1]
-            environments = tmp / "environments.yaml"
-            environments.write_text(
-                yaml.safe_dump(
-                    {
-                        "dev": {
-                            "aws_region": identity.region,
-                            "rest_allowed_hosts": [f"127.0.0.1:{port}"],
-                        }
-                    }
-                )
-            )
+            environments = aws_environments(tmp, identity.region, endpoint)
             credentials = identity.session().get_credentials()
             async with fresh_database() as dsn, broker() as bootstrap:
                 processes = ServiceProcesses.configured(

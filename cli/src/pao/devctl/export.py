@@ -13,7 +13,7 @@ import io
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -32,6 +32,13 @@ class ExportFormat(StrEnum):
 FORMAT_HELP = "csv (nested values as JSON), json or yaml."
 FILE_HELP = "Write here instead of to stdout (replaced only once every page was read)."
 PAGE_HELP = "Rows asked for per call."
+
+#: The options every export command takes, beside its list command's filters.
+FormatOption = Annotated[
+    ExportFormat, typer.Option("--format", "-f", help=FORMAT_HELP, case_sensitive=False)
+]
+FileOption = Annotated[Path | None, typer.Option("--file", help=FILE_HELP, dir_okay=False)]
+PageSizeOption = Annotated[int, typer.Option(min=1, max=500, help=PAGE_HELP)]
 
 
 def export_all(

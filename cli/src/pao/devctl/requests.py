@@ -17,7 +17,7 @@ from pao.devctl.approvals import decide
 from pao.devctl.context import call, globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.explain import explain
-from pao.devctl.export import FILE_HELP, FORMAT_HELP, PAGE_HELP, ExportFormat, export_all
+from pao.devctl.export import ExportFormat, FileOption, FormatOption, PageSizeOption, export_all
 from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
 from pao.devctl.plans import approval_summary
@@ -216,29 +216,53 @@ def submit(
     _finish(ctx, _follow(ctx, answer["request_id"], timeout=timeout))
 
 
-@app.command("list")
-def list_requests(
-    ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-    item: Annotated[str | None, typer.Option(help="Only this catalog item.")] = None,
-    requester: Annotated[str | None, typer.Option(help="Only this requester.")] = None,
-    team: Annotated[str | None, typer.Option(help="Only items owned by this team.")] = None,
-    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601).")] = None,
-    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601).")] = None,
-    sort: Annotated[
-        str, typer.Option(help="created_at, -created_at, updated_at, -updated_at, status.")
-    ] = "-created_at",
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
-) -> None:
-    """List the requests you may see. (GET /api/v1/requests)"""
-    params = {
+#: The filters of `request list`, which `request export` takes too.
+StatusFilter = Annotated[str | None, typer.Option(help="Only this status.")]
+ItemFilter = Annotated[str | None, typer.Option(help="Only this catalog item.")]
+RequesterFilter = Annotated[str | None, typer.Option(help="Only this requester.")]
+TeamFilter = Annotated[str | None, typer.Option(help="Only items owned by this team.")]
+SinceFilter = Annotated[str | None, typer.Option(help="Created at or after (ISO 8601).")]
+UntilFilter = Annotated[str | None, typer.Option(help="Created before (ISO 8601).")]
+SortOption = Annotated[
+    str, typer.Option(help="created_at, -created_at, updated_at, -updated_at, status.")
+]
+
+
+def _filters(
+    status: str | None,
+    item: str | None,
+    requester: str | None,
+    team: str | None,
+    since: str | None,
+    until: str | None,
+) -> dict[str, str | None]:
+    """The list filters as the API's query parameters."""
+    return {
         "status": status,
         "item_id": item,
         "requester": requester,
         "team": team,
         "created_after": since,
         "created_before": until,
+    }
+
+
+@app.command("list")
+def list_requests(
+    ctx: typer.Context,
+    status: StatusFilter = None,
+    item: ItemFilter = None,
+    requester: RequesterFilter = None,
+    team: TeamFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    sort: SortOption = "-created_at",
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """List the requests you may see. (GET /api/v1/requests)"""
+    params = {
+        **_filters(status, item, requester, team, since, until),
         "sort": sort,
         "limit": limit,
         "offset": offset,
@@ -270,20 +294,16 @@ def list_requests(
 @app.command("export")
 def export_requests(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-    item: Annotated[str | None, typer.Option(help="Only this catalog item.")] = None,
-    requester: Annotated[str | None, typer.Option(help="Only this requester.")] = None,
-    team: Annotated[str | None, typer.Option(help="Only items owned by this team.")] = None,
-    since: Annotated[str | None, typer.Option(help="Created at or after (ISO 8601).")] = None,
-    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601).")] = None,
-    sort: Annotated[
-        str, typer.Option(help="created_at, -created_at, updated_at, -updated_at, status.")
-    ] = "created_at",
-    fmt: Annotated[
-        ExportFormat, typer.Option("--format", "-f", help=FORMAT_HELP, case_sensitive=False)
-    ] = ExportFormat.csv,
-    file: Annotated[Path | None, typer.Option("--file", help=FILE_HELP, dir_okay=False)] = None,
-    page_size: Annotated[int, typer.Option(min=1, max=500, help=PAGE_HELP)] = 500,
+    status: StatusFilter = None,
+    item: ItemFilter = None,
+    requester: RequesterFilter = None,
+    team: TeamFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    sort: SortOption = "created_at",
+    fmt: FormatOption = ExportFormat.csv,
+    file: FileOption = None,
+    page_size: PageSizeOption = 500,
 ) -> None:
     """Every request `request list` would show with these filters, all pages.
 
@@ -291,15 +311,7 @@ def export_requests(
 
       devctl request export --status failed --since 2026-11-01 --file failed.csv
     """
-    params = {
-        "status": status,
-        "item_id": item,
-        "requester": requester,
-        "team": team,
-        "created_after": since,
-        "created_before": until,
-        "sort": sort,
-    }
+    params = {**_filters(status, item, requester, team, since, until), "sort": sort}
     export_all(
         ctx,
         "/requests",

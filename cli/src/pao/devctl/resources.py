@@ -11,7 +11,7 @@ import typer
 
 from pao.devctl.context import call, globals_of
 from pao.devctl.errors import CliError
-from pao.devctl.export import FILE_HELP, FORMAT_HELP, PAGE_HELP, ExportFormat, export_all
+from pao.devctl.export import ExportFormat, FileOption, FormatOption, PageSizeOption, export_all
 from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
 from pao.devctl.plans import input_changes, render_input_changes
@@ -35,6 +35,18 @@ class ResourceState(StrEnum):
     failed = "failed"
 
 
+#: The filters of `resource list`, which `resource export` takes too.
+ItemFilter = Annotated[str | None, typer.Option(help="Only resources of this catalog item.")]
+TeamFilter = Annotated[str | None, typer.Option(help="Only resources this team owns.")]
+OwnerFilter = Annotated[str | None, typer.Option(help="Only resources this user owns.")]
+StateFilter = Annotated[
+    ResourceState | None, typer.Option(help="Only resources in this state.", case_sensitive=False)
+]
+EnvironmentFilter = Annotated[
+    str | None, typer.Option("--environment", "-e", help="Only this environment.")
+]
+
+
 def _time(value: str | None) -> str | None:
     return value[:19] if value else None
 
@@ -42,16 +54,11 @@ def _time(value: str | None) -> str | None:
 @app.command("list")
 def list_resources(
     ctx: typer.Context,
-    item: Annotated[str | None, typer.Option(help="Only resources of this catalog item.")] = None,
-    team: Annotated[str | None, typer.Option(help="Only resources this team owns.")] = None,
-    owner: Annotated[str | None, typer.Option(help="Only resources this user owns.")] = None,
-    state: Annotated[
-        ResourceState | None,
-        typer.Option(help="Only resources in this state.", case_sensitive=False),
-    ] = None,
-    environment: Annotated[
-        str | None, typer.Option("--environment", "-e", help="Only this environment.")
-    ] = None,
+    item: ItemFilter = None,
+    team: TeamFilter = None,
+    owner: OwnerFilter = None,
+    state: StateFilter = None,
+    environment: EnvironmentFilter = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="Resources per page.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Resources to skip.")] = 0,
 ) -> None:
@@ -103,21 +110,14 @@ def list_resources(
 @app.command("export")
 def export_resources(
     ctx: typer.Context,
-    item: Annotated[str | None, typer.Option(help="Only resources of this catalog item.")] = None,
-    team: Annotated[str | None, typer.Option(help="Only resources this team owns.")] = None,
-    owner: Annotated[str | None, typer.Option(help="Only resources this user owns.")] = None,
-    state: Annotated[
-        ResourceState | None,
-        typer.Option(help="Only resources in this state.", case_sensitive=False),
-    ] = None,
-    environment: Annotated[
-        str | None, typer.Option("--environment", "-e", help="Only this environment.")
-    ] = None,
-    fmt: Annotated[
-        ExportFormat, typer.Option("--format", "-f", help=FORMAT_HELP, case_sensitive=False)
-    ] = ExportFormat.csv,
-    file: Annotated[Path | None, typer.Option("--file", help=FILE_HELP, dir_okay=False)] = None,
-    page_size: Annotated[int, typer.Option(min=1, max=500, help=PAGE_HELP)] = 500,
+    item: ItemFilter = None,
+    team: TeamFilter = None,
+    owner: OwnerFilter = None,
+    state: StateFilter = None,
+    environment: EnvironmentFilter = None,
+    fmt: FormatOption = ExportFormat.csv,
+    file: FileOption = None,
+    page_size: PageSizeOption = 500,
 ) -> None:
     """Every resource `resource list` would show with these filters, all pages, newest first.
 
