@@ -26,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 from pao.devctl.context import globals_of
 from pao.devctl.errors import CliError
 from pao.devctl.output import OutputFormat, console, emit, err_console
+from pao.devctl.paging import rows_of
 
 if TYPE_CHECKING:
     from pao.devctl.client import PaoClient
@@ -258,13 +259,8 @@ def read_target(path: Path, item_id: str) -> dict[str, Any]:
 
 
 def _pages(client: PaoClient, path: str, key: str, params: dict[str, Any]) -> Iterable[dict]:
-    offset = 0
-    while True:
-        page = client.request("GET", path, params={**params, "limit": _PAGE, "offset": offset})
-        yield from page[key]
-        offset += len(page[key])
-        if len(page[key]) < _PAGE:
-            return
+    for _, rows in rows_of(client, path, key, params=params, page_size=_PAGE):
+        yield from rows
 
 
 def live_uses(client: PaoClient, item_id: str) -> tuple[list[LiveUse], list[LiveUse]]:
