@@ -18,6 +18,7 @@ from pao.devstack.aws import EmbeddedAws, use_identity
 from pao.fulfillment.jira import JiraClient
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
+from support import eventually
 from support.stack import running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -91,8 +92,12 @@ async def test_an_outage_past_the_breaker_window_opens_the_fallback_ticket_and_i
                 assert "/pao/orders/dev" in issue.summary
                 await jira.transition_to(issue.key, "Done")
             await status_becomes(stack, request_id, "completed")
-            resource = await api(stack, "GET", f"/resources/{detail['resource_id']}")
-            assert resource["state"] == "active"
+
+            async def active() -> bool:  # its own stream, projected a moment after the request's
+                resource = await api(stack, "GET", f"/resources/{detail['resource_id']}")
+                return resource["state"] == "active"
+
+            await eventually(active, timeout=30, what="the resource to be active")
 
 
 class _Env:
