@@ -11,6 +11,8 @@ import asyncpg
 import orjson
 import structlog
 
+from pao.shared.database_access import DatabaseAccess
+
 log = structlog.get_logger(__name__)
 
 #: Packages holding `NNNN_name.sql` migrations, applied in this order.
@@ -49,18 +51,22 @@ async def create_pool(
     max_size: int = 20,
     application_name: str = "pao",
     idle_in_transaction_timeout_ms: int = 0,
+    access: DatabaseAccess | None = None,
 ) -> asyncpg.Pool:
     """A connection pool with JSON codecs installed, named in pg_stat_activity.
 
     With `idle_in_transaction_timeout_ms`, PostgreSQL ends a session that sits inside a
     transaction that long, so a frozen process cannot hold locks (an advisory lock, a partition
-    claim) for ever.
+    claim) for ever. Every connection it opens, now or after the database came back, gets
+    `access`'s TLS context and password (an IAM token made for that connection).
     """
+    access = access or DatabaseAccess()
     server_settings = {"application_name": application_name}
     if idle_in_transaction_timeout_ms:
         server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_timeout_ms)
     pool = await asyncpg.create_pool(
         dsn,
+        connect=access.connect,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
@@ -101,9 +107,11 @@ def discover_migrations(packages: Iterable[str] = MIGRATION_PACKAGES) -> list[Mi
     return found
 
 
-async def migrate(dsn: str, packages: Iterable[str] = MIGRATION_PACKAGES) -> list[str]:
+async def migrate(
+    dsn: str, packages: Iterable[str] = MIGRATION_PACKAGES, *, access: DatabaseAccess | None = None
+) -> list[str]:
     """Apply pending migrations in order, each in its own transaction; return the keys applied."""
-    conn = await asyncpg.connect(dsn)
+    conn = await (access or DatabaseAccess()).connect(dsn)
     applied_now: list[str] = []
     try:
         # Two processes migrating at once would race; the advisory lock makes them take turns.

@@ -2,20 +2,55 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: libpq's sslmode values, weakest first.
+SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+#: The modes that refuse a connection without TLS.
+TLS_SSL_MODES = ("require", "verify-ca", "verify-full")
 
 
 class Settings(BaseSettings):
     """One place for configuration; each field maps to `PAO_<FIELD>`."""
 
-    model_config = SettingsConfigDict(env_prefix="PAO_", extra="ignore")
+    # hide_input_in_errors: a refused setting's error must not echo the environment, which
+    # holds passwords and tokens (a DSN, PAO_JIRA_TOKEN, ...).
+    model_config = SettingsConfigDict(env_prefix="PAO_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str | None = Field(
         default=None, description="PostgreSQL DSN; unset means `pao up` starts an embedded server."
+    )
+    database_read_url: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN of a read replica (Aurora's reader endpoint) serving the "
+        "gateway's list, search and figure queries; unset: everything reads the writer.",
+    )
+    database_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        Field(
+            default=None,
+            description="TLS to PostgreSQL, as libpq's sslmode (verify-full: the certificate must "
+            "be signed by PAO_DATABASE_SSLROOTCERT and name the host); unset: the DSN's sslmode, "
+            "else prefer (Terraform's state: disable).",
+        )
+    )
+    database_sslrootcert: Path | None = Field(
+        default=None,
+        description="PEM file of the CAs that sign PostgreSQL's certificate (the RDS CA bundle) "
+        "for sslmode verify-ca and verify-full; unset: the system's trust store.",
+    )
+    database_iam_auth: bool = Field(
+        default=False,
+        description="Log in to PostgreSQL with RDS IAM authentication tokens (made from the "
+        "process's AWS credentials, renewed every 10 minutes) instead of a password; needs "
+        "sslmode require, verify-ca or verify-full.",
+    )
+    database_iam_region: str | None = Field(
+        default=None, description="Region of the database for IAM tokens; unset: aws_region."
     )
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset means `pao up` starts tansu."
@@ -95,6 +130,15 @@ class Settings(BaseSettings):
     )
     session_ttl_seconds: int = Field(
         default=3600, ge=1, le=43_200, description="How long a signed-in session key is valid."
+    )
+    portal_link_seconds: int = Field(
+        default=60, ge=1, le=600, description="How long a `devctl portal` sign-in link works."
+    )
+    portal_session_seconds: int = Field(
+        default=28_800,
+        ge=60,
+        le=604_800,
+        description="How long a portal browser session lasts after signing in with a link.",
     )
     session_key_file: Path | None = Field(
         default=None,
@@ -235,6 +279,47 @@ class Settings(BaseSettings):
         description="An automated action whose system stays out (breaker open) this long after "
         "it was dispatched fails for good; its item's manual fallback then takes over.",
     )
+
+    @field_validator("database_sslmode", mode="before")
+    @classmethod
+    def _known_sslmode(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        if value not in SSL_MODES:
+            raise ValueError(
+                f"PAO_DATABASE_SSLMODE={value!r} is not a sslmode PAO knows; choose one of "
+                f"{', '.join(SSL_MODES)} (verify-full for Aurora)"
+            )
+        return value
+
+    @field_validator("database_sslrootcert", mode="after")
+    @classmethod
+    def _readable_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError(
+                f"PAO_DATABASE_SSLROOTCERT={value}: no such file; download the RDS CA bundle "
+                "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem) and name it"
+            )
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"PAO_DATABASE_SSLROOTCERT={value} holds no PEM CA certificate PAO can read "
+                f"({type(exc).__name__}); it should be the RDS CA bundle"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _iam_over_tls(self) -> Self:
+        if self.database_iam_auth and self.database_sslmode not in TLS_SSL_MODES:
+            raise ValueError(
+                "PAO_DATABASE_IAM_AUTH=true sends a token as the password, which RDS accepts only "
+                "over TLS: set PAO_DATABASE_SSLMODE=verify-full (and PAO_DATABASE_SSLROOTCERT to "
+                f"the RDS CA bundle); it is {self.database_sslmode or 'unset'}"
+            )
+        return self
 
     @field_validator("rest_allowed_hosts", "terraform_passthrough_env", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ from pao.devstack.postgres import EmbeddedPostgres
 from pao.gateway.bootstrap import unsafe_auth_mode
 from pao.shared import tracing
 from pao.shared.database import migrate
+from pao.shared.database_access import DatabaseAccess
 from pao.shared.kafka import ensure_topics
 from pao.shared.logs import configure_logging
 from pao.shared.settings import Settings
@@ -167,7 +168,8 @@ async def _up(settings: Settings) -> None:
                 rest_allowed_hosts=embedded_hosts,
             )
             settings = settings.model_copy(update={"environments_file": environments_file})
-        applied = await migrate(database_url, MIGRATIONS)
+        access = DatabaseAccess.from_settings(settings, database_url)
+        applied = await migrate(database_url, MIGRATIONS, access=access)
         if applied:
             _say(f"applied {len(applied)} migration(s)")
         await ensure_topics(settings, ALL_TOPICS)

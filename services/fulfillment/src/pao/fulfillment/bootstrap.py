@@ -28,6 +28,7 @@ from pao.fulfillment.steps import Parts
 from pao.fulfillment.terraform import TerraformRunner
 from pao.fulfillment.tickets import Tickets
 from pao.fulfillment.worker import Worker
+from pao.shared.database_access import DatabaseAccess
 from pao.shared.environments import environments, system_scope
 from pao.shared.metrics import sample_every
 from pao.shared.runtime import Scope
@@ -106,12 +107,20 @@ async def parts_from_settings(scope: Scope) -> Parts:
         )
     assert settings.database_url
     state_dsn = settings.terraform_state_url or settings.database_url
+    state_access = DatabaseAccess.from_settings(
+        settings,
+        state_dsn,
+        variable="PAO_TERRAFORM_STATE_URL" if settings.terraform_state_url else "PAO_DATABASE_URL",
+    )
     runner = TerraformRunner(
         work_root=settings.data_dir.resolve() / "terraform",
         state_dsn=state_dsn,
         binary=settings.terraform_binary,
         passthrough_env=settings.terraform_passthrough_env,
-        state_logins=StateLogins(state_dsn, mode=settings.terraform_state_roles),
+        state_logins=StateLogins(
+            state_dsn, mode=settings.terraform_state_roles, access=state_access
+        ),
+        state_access=state_access,
     )
     definitions_by_hash = Definitions(scope.pool)
     by_environment = environments(settings)

@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import asyncpg
 import structlog
+
+from pao.shared.database_access import DatabaseAccess
 
 log = structlog.get_logger("pao.fulfillment.state_logins")
 
@@ -55,8 +56,11 @@ def with_login(dsn: str, user: str, password: str) -> str:
 class StateLogins:
     """Makes (once) and re-keys (each run) the login of a workspace's state schema."""
 
-    def __init__(self, admin_dsn: str, *, mode: Mode = "auto") -> None:
+    def __init__(
+        self, admin_dsn: str, *, mode: Mode = "auto", access: DatabaseAccess | None = None
+    ) -> None:
         self._dsn = admin_dsn
+        self._access = access or DatabaseAccess()
         self._mode = mode
         self._able: bool | None = None
 
@@ -65,7 +69,7 @@ class StateLogins:
         if self._mode == "off":
             return False
         if self._able is None:
-            conn = await asyncpg.connect(self._dsn)
+            conn = await self._access.connect(self._dsn)
             try:
                 row = await conn.fetchrow(
                     "SELECT rolsuper OR rolcreaterole AS able FROM pg_roles "
@@ -92,7 +96,7 @@ class StateLogins:
         role = role_for(schema)
         password = secrets.token_urlsafe(24)
         until = datetime.now(UTC) + timedelta(seconds=valid_for + 60)
-        conn = await asyncpg.connect(self._dsn)
+        conn = await self._access.connect(self._dsn)
         try:
             async with conn.transaction():
                 # Two runs of one workspace (two workers) would race to create the role.

@@ -41,6 +41,7 @@ import asyncpg
 
 from pao.fulfillment.state_logins import SKIP_CREATION, StateLogins, with_login
 from pao.shared import tracing
+from pao.shared.database_access import DatabaseAccess
 
 _VAR_FILE = "pao-run.tfvars.json"
 _PLAN_FILE = "pao-run.tfplan"
@@ -196,6 +197,8 @@ class _Call:
     on_message: MessageSink | None = None
     should_stop: StopCheck | None = None
     workspace: str = ""
+    #: the state login's user when it signs in with IAM tokens (a fresh one per command)
+    iam_user: str | None = None
 
 
 def workspace_slug(workspace: str) -> str:
@@ -221,10 +224,17 @@ def run_tag_label(run_tag: str) -> str:
     return label
 
 
-def backend_conn_str(dsn: str, *, application_name: str | None = None) -> str:
-    """The DSN for the pg backend, which insists on TLS unless told otherwise."""
+def backend_conn_str(
+    dsn: str, *, application_name: str | None = None, access: DatabaseAccess | None = None
+) -> str:
+    """The DSN for the pg backend, which insists on TLS unless told otherwise: the TLS settings
+    (PAO_DATABASE_SSLMODE, PAO_DATABASE_SSLROOTCERT) when given, else the DSN's, else none."""
     parts = urlsplit(dsn)
     query = parse_qsl(parts.query, keep_blank_values=True)
+    tls = access.libpq_params() if access is not None else []
+    if tls:
+        named = {name for name, _ in tls}
+        query = [(name, value) for name, value in query if name not in named] + tls
     if not any(name == "sslmode" for name, _ in query):
         query.append(("sslmode", "disable"))
     if application_name is not None:
@@ -321,8 +331,10 @@ class TerraformRunner:
         interrupt_grace: float = 30,
         passthrough_env: Sequence[str] = (),
         state_logins: StateLogins | None = None,
+        state_access: DatabaseAccess | None = None,
     ) -> None:
         self.work_root = work_root
+        self._access = state_access or DatabaseAccess()
         self._logins = state_logins
         self.passthrough_env = tuple(passthrough_env)
         self.binary = binary
@@ -474,7 +486,7 @@ class TerraformRunner:
 
     async def lock_holders(self, workspace: str) -> list[LockHolder]:
         """The database sessions holding the workspace's state lock or the creation lock."""
-        conn = await asyncpg.connect(self._state_dsn)
+        conn = await self._access.connect(self._state_dsn)
         try:
             return await _lock_holders(conn, schema_for(workspace))
         finally:
@@ -486,7 +498,7 @@ class TerraformRunner:
         `is_orphan` gets each holder's run tag (as `run_tag_label` made it), or None for a
         session that carries none.
         """
-        conn = await asyncpg.connect(self._state_dsn)
+        conn = await self._access.connect(self._state_dsn)
         try:
             holders = await _lock_holders(conn, schema_for(workspace))
             waits = conn.get_server_version().major >= 14
@@ -532,7 +544,9 @@ class TerraformRunner:
             home=self.work_root / _HOMES / slug,
             deadline=time.monotonic() + self.timeout,
             secrets=_secrets_in(variables, self._state_dsn),
-            conn_str=backend_conn_str(self._state_dsn, application_name=application_name),
+            conn_str=backend_conn_str(
+                self._state_dsn, application_name=application_name, access=self._access
+            ),
             on_message=on_message,
             should_stop=should_stop,
             workspace=workspace,
@@ -555,6 +569,9 @@ class TerraformRunner:
                 call.conn_str = with_login(call.conn_str, role, password)
                 call.secrets = sorted({*call.secrets, password}, key=len, reverse=True)
                 init.extend(SKIP_CREATION)
+            elif self._access.token is not None:
+                # The state login signs in with IAM tokens: each command gets one (below).
+                call.iam_user = urlsplit(self._state_dsn).username or ""
         await self._init(call, init)
         if state_in_postgres and ensure_state:
             await self._ensure_state(call)
@@ -655,6 +672,12 @@ class TerraformRunner:
         should_stop = call.should_stop if stoppable else None
         if should_stop is not None and await should_stop():
             raise Interrupted(f"{command} was not started: the run was asked to stop")
+        if call.iam_user is not None and self._access.token is not None:
+            # Terraform connects when a command starts and keeps that session, so a token made
+            # at most 10 minutes ago (good for 15) serves however long the command runs.
+            token = await self._access.token()
+            call.conn_str = with_login(call.conn_str, call.iam_user, token)
+            call.secrets = sorted({*call.secrets, token}, key=len, reverse=True)
         env = terraform_env(
             os.environ, home=call.home, conn_str=call.conn_str, passthrough=self.passthrough_env
         )

@@ -30,7 +30,7 @@ from pao.contracts.errors import PaoError
 from pao.gateway.metrics import route_of
 from pao.gateway.params import int_param, text_param
 from pao.gateway.requests import aware_time_param
-from pao.gateway.resources import AUDITED_ITEM, CORRELATION_ID, IDENTITY, POOL
+from pao.gateway.resources import AUDITED_ITEM, CORRELATION_ID, IDENTITY, POOL, read_pool
 from pao.shared.keystore import Identity
 
 log = structlog.get_logger("pao.gateway.audit")
@@ -164,7 +164,7 @@ async def list_audit(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, low=1, high=1000)
     offset = int_param(request, "offset", 0, low=0, high=100_000_000)
     condition = " AND ".join(clauses) or "TRUE"
-    pool = request.app[POOL]
+    pool = read_pool(request.app)
     total = await pool.fetchval(f"SELECT count(*) FROM gateway_audit WHERE {condition}", *args)
     rows = await pool.fetch(
         "SELECT audit_id, at, user_id AS user, principal, access_key_id, method, route, "

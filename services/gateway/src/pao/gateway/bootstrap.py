@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 
+import asyncpg
 import structlog
 from aiohttp import web
 
 from pao.catalog.bootstrap import CatalogParts, source_from_settings, start_view
 from pao.gateway.app import create_app
 from pao.gateway.resources import SESSIONS
+from pao.shared.database import create_pool
+from pao.shared.database_access import DatabaseAccess
 from pao.shared.keystore import KeyStore
 from pao.shared.runtime import Scope
 from pao.shared.settings import Settings
@@ -62,7 +65,8 @@ async def start(scope: Scope, keys: KeyStore) -> str:
     check_auth_mode(settings)
     parts = CatalogParts(source=source_from_settings(settings), store=scope.store)
     await start_view(scope, parts)
-    app = create_app(settings, keys=keys, pool=scope.pool, catalog_parts=parts)
+    read_pool = await _reader_pool(scope)
+    app = create_app(settings, keys=keys, pool=scope.pool, catalog_parts=parts, read_pool=read_pool)
     app[SESSIONS].load()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -77,3 +81,22 @@ async def start(scope: Scope, keys: KeyStore) -> str:
     scope.cleanups.append(runner.cleanup)
     host, port = runner.addresses[0][:2]
     return f"http://{host}:{port}"
+
+
+async def _reader_pool(scope: Scope) -> asyncpg.Pool | None:
+    """A pool on Aurora's reader endpoint (PAO_DATABASE_READ_URL), for the queries
+    `resources.read_pool` names; None without one."""
+    settings = scope.settings
+    if not settings.database_read_url:
+        return None
+    pool = await create_pool(
+        settings.database_read_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        application_name="pao-gateway-reader",
+        access=DatabaseAccess.from_settings(
+            settings, settings.database_read_url, variable="PAO_DATABASE_READ_URL", writer=False
+        ),
+    )
+    scope.cleanups.append(pool.close)
+    return pool

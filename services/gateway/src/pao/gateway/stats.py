@@ -29,7 +29,7 @@ from pao.contracts.stats import (
     Throughput,
 )
 from pao.gateway.authz import require_platform_role
-from pao.gateway.resources import IDENTITY, POOL, SETTINGS
+from pao.gateway.resources import IDENTITY, SETTINGS, read_pool
 
 routes = web.RouteTableDef()
 
@@ -111,7 +111,7 @@ async def stats(request: web.Request) -> web.Response:
     """The platform's figures: throughput, latencies, queue, breakers, lags (admin or platform)."""
     require_platform_role(request[IDENTITY], "read the platform's figures")
     relay_name = request.app[SETTINGS].relay_name
-    async with request.app[POOL].acquire() as conn, conn.transaction(readonly=True):
+    async with read_pool(request.app).acquire() as conn, conn.transaction(readonly=True):
         # One snapshot for every figure, so they describe the same moment.
         body = await platform_stats(conn, relay_name=relay_name)
     return web.json_response(body.model_dump(mode="json"))

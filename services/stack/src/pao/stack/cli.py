@@ -23,7 +23,9 @@ import typer
 from pao.gateway.bootstrap import unsafe_auth_mode
 from pao.shared import tracing
 from pao.shared.database import migrate
+from pao.shared.database_access import DatabaseAccess, DatabaseSettingsError
 from pao.shared.logs import configure_logging
+from pao.shared.settings import Settings
 from pao.stack import jira, secrets
 from pao.stack.console import fail, load_keys, settings_with, stop_on_signals
 from pao.stack.keys import app as keys_app
@@ -62,6 +64,11 @@ def serve(
         fail("set PAO_DATABASE_URL and PAO_KAFKA_BOOTSTRAP (or use `pao up` for a local stack)")
     if "gateway" in services and (problem := unsafe_auth_mode(settings)):
         fail(problem)
+    database_access(settings, settings.database_url or "")
+    if settings.database_read_url:
+        database_access(
+            settings, settings.database_read_url, variable="PAO_DATABASE_READ_URL", writer=False
+        )
     keys = load_keys(settings)
 
     async def main() -> None:
@@ -80,6 +87,17 @@ def serve(
         tracing.shutdown()
 
 
+def database_access(
+    settings: Settings, dsn: str, *, variable: str = "PAO_DATABASE_URL", writer: bool = True
+) -> DatabaseAccess:
+    """How the settings reach `dsn`; a DSN that does not fit them ends the command."""
+    try:
+        return DatabaseAccess.from_settings(settings, dsn, variable=variable, writer=writer)
+    except DatabaseSettingsError as exc:
+        fail(str(exc))
+        raise
+
+
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Apply pending database migrations to PAO_DATABASE_URL."""
@@ -88,7 +106,8 @@ def migrate_cmd() -> None:
     if not settings.database_url:
         fail("set PAO_DATABASE_URL")
     assert settings.database_url
-    applied = asyncio.run(migrate(settings.database_url, MIGRATIONS))
+    access = database_access(settings, settings.database_url)
+    applied = asyncio.run(migrate(settings.database_url, MIGRATIONS, access=access))
     typer.echo(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m}" for m in applied))
 
 
@@ -126,7 +145,9 @@ def projections_rebuild(
     async def run() -> int:
         from pao.shared.database import create_pool
 
-        pool = await create_pool(settings.database_url or "", min_size=1, max_size=2)
+        dsn = settings.database_url or ""
+        access = database_access(settings, dsn)
+        pool = await create_pool(dsn, min_size=1, max_size=2, access=access)
         try:
             return await rebuild_read_models(pool)
         finally:

@@ -6,21 +6,25 @@ Each service wires itself in its own `bootstrap`; this module only composes them
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+from aiohttp import web
 
+from pao.contracts.health import ComponentCheck, Health, Readiness
 from pao.contracts.topics import ALL_TOPICS
 from pao.fulfillment import bootstrap as fulfillment
 from pao.gateway import bootstrap as gateway
 from pao.notification import bootstrap as notification
 from pao.request import bootstrap as request
 from pao.shared.database import create_pool
+from pao.shared.database_access import DatabaseAccess
 from pao.shared.eventstore import EventStore
 from pao.shared.kafka import ensure_topics
 from pao.shared.keystore import KeyStore
-from pao.shared.metrics import start_metrics_server
+from pao.shared.metrics import exposition
 from pao.shared.relay import Relay
 from pao.shared.runtime import Scope
 from pao.shared.settings import Settings
@@ -52,7 +56,7 @@ class Running:
     """Addresses of what started, for the banner and stack.json."""
 
     gateway_url: str | None = None
-    #: where GET /metrics answers when PAO_METRICS_PORT is set
+    #: where GET /metrics answers when PAO_METRICS_PORT is set (/health and /health/ready beside)
     metrics_url: str | None = None
     services: list[str] = field(default_factory=list)
 
@@ -69,12 +73,14 @@ async def run_services(
     """Start the named services, call `on_started`, run until `stop` is set, then stop them."""
     if not settings.database_url:
         raise RuntimeError("PAO_DATABASE_URL is not set")
+    application_name = "pao-" + "+".join(names)
     pool = await create_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
-        application_name="pao-" + "+".join(names),
+        application_name=application_name,
         idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
+        access=DatabaseAccess.from_settings(settings, settings.database_url),
     )
     scope = Scope(settings, pool, EventStore(pool), stop)
     running = Running()
@@ -94,7 +100,7 @@ async def run_services(
         if "gateway" in names:
             running.gateway_url = await gateway.start(scope, keys)
         if settings.metrics_port is not None:
-            running.metrics_url = await _serve_metrics(scope)
+            running.metrics_url = await serve_metrics(scope, application_name)
         running.services = [n for n in SERVICES if n in names]
         if on_started is not None:
             await on_started(running)
@@ -104,15 +110,73 @@ async def run_services(
         await pool.close()
 
 
-async def _serve_metrics(scope: Scope) -> str:
-    """GET /metrics on PAO_METRICS_PORT, for scrapers of a process without the gateway."""
+#: How long the readiness probe waits for the database.
+READY_TIMEOUT = 2.0
+_SCOPE = web.AppKey("scope", Scope)
+_PROCESS = web.AppKey("process", str)
+
+
+async def serve_metrics(scope: Scope, process: str) -> str:
+    """GET /metrics on PAO_METRICS_PORT, for scrapers of a process without the gateway, and
+    beside it the probes an orchestrator asks: /health (alive) and /health/ready."""
     settings = scope.settings
     assert settings.metrics_port is not None
-    runner = await start_metrics_server(settings.metrics_host, settings.metrics_port)
+    app = web.Application()
+    app[_SCOPE] = scope
+    app[_PROCESS] = process
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/health", _alive)
+    app.router.add_get("/health/ready", _ready)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(
+        runner, settings.metrics_host, settings.metrics_port, reuse_address=True
+    ).start()
     scope.cleanups.append(runner.cleanup)
     host, port = runner.addresses[0][:2]
     log.info("metrics served", url=f"http://{host}:{port}/metrics")
     return f"http://{host}:{port}/metrics"
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return exposition()
+
+
+async def _alive(request: web.Request) -> web.Response:
+    """The process answers. Deliberately no dependency: a database outage is waited out by the
+    services themselves, and restarting the process would not end it sooner."""
+    return web.json_response(Health(service=request.app[_PROCESS]).model_dump())
+
+
+async def _ready(request: web.Request) -> web.Response:
+    """200 while the services run and the database answers, else 503 naming what does not."""
+    scope = request.app[_SCOPE]
+    ended = [t.get_name() for t in scope.tasks if t.done()]
+    checks = [
+        ComponentCheck(
+            name="services",
+            ok=not ended,
+            detail="ended: " + ", ".join(ended) if ended else "running",
+        ),
+        await _database_check(scope),
+    ]
+    ok = all(c.ok for c in checks)
+    body = Readiness(status="ready" if ok else "not_ready", checks=checks)
+    return web.json_response(body.model_dump(), status=200 if ok else 503)
+
+
+async def _database_check(scope: Scope) -> ComponentCheck:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await scope.pool.fetchval("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - readiness reports a failure, it does not raise
+        detail = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+        ok = False
+    else:
+        detail, ok = "ok", True
+    latency = round((time.perf_counter() - started) * 1000, 1)
+    return ComponentCheck(name="database", ok=ok, detail=detail, latency_ms=latency)
 
 
 async def _start_relay(scope: Scope, from_start: bool) -> None:
