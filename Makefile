@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: up test test-containers lint bench sync clean-state dist
+.PHONY: up test test-containers lint bench sync checkov clean-state dist
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -17,10 +17,19 @@ $(CURDIR)/.tools/bin/uv:
 
 sync: .venv/.synced
 
+# checkov (policy checks of deploy/k8s and deploy/Dockerfile) in a venv of its own: its pins
+# would move the workspace's packages.
+CHECKOV_VERSION := 3.3.30
+$(CURDIR)/.tools/checkov/bin/checkov: | $(UV)
+	$(UV) venv --quiet --python $(PYTHON) $(CURDIR)/.tools/checkov
+	$(UV) pip install --quiet --python $(CURDIR)/.tools/checkov/bin/python checkov==$(CHECKOV_VERSION)
+
+checkov: $(CURDIR)/.tools/checkov/bin/checkov
+
 up: sync ## start the whole stack on embedded parts
 	$(UV) run --frozen pao up
 
-test: sync ## run the whole test suite (real PostgreSQL, real broker)
+test: sync checkov ## run the whole test suite (real PostgreSQL, real broker)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 test-containers: sync ## the tests against PostgreSQL and Apache Kafka containers (needs Docker)
