@@ -17,6 +17,7 @@ for script in (
     "render.py",
     "request_flow.py",
     "submit_floor.py",
+    "http_cache.py",
     "provisioning.py",
     "rest_actions.py",
     "in_flight.py",

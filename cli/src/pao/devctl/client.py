@@ -300,6 +300,14 @@ def sign(
     return dict(request.headers.items())
 
 
+@dataclass(frozen=True)
+class Tagged:
+    """An answer and the `ETag` it came with, to revalidate it by (`PaoClient.revalidate`)."""
+
+    body: Any
+    etag: str | None
+
+
 class PaoClient:
     """Calls `/api/v1/*` and returns parsed JSON, or raises CliError with the server's envelope.
 
@@ -350,6 +358,17 @@ class PaoClient:
             extra_headers=extra_headers,
         )
         return self.decode(response, ok_statuses)
+
+    def revalidate(
+        self, path: str, last: Tagged | None, *, params: dict[str, Any] | None = None
+    ) -> Tagged:
+        """GET `path`, sending `last`'s tag as `If-None-Match`: 304 Not Modified is a success
+        that answers `last` again; anything else is decoded as `request` does."""
+        headers = {"If-None-Match": last.etag} if last is not None and last.etag else None
+        response = self.send("GET", path, params=params, extra_headers=headers)
+        if response.status_code == 304 and last is not None:
+            return last
+        return Tagged(self.decode(response, ()), response.headers.get("ETag"))
 
     def send(
         self,

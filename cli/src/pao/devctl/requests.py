@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from pao.devctl.export import ExportFormat, FileOption, FormatOption, PageSizeOp
 from pao.devctl.inputs import load_inputs
 from pao.devctl.output import OutputFormat, console, emit, err_console
 from pao.devctl.plans import approval_summary
+
+if TYPE_CHECKING:
+    from pao.devctl.client import Tagged
 
 app = typer.Typer(help="Request services and follow them.", no_args_is_help=True)
 app.command("explain")(explain)
@@ -66,38 +69,47 @@ def _follow(
     on_change: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Print each change of the request's status until it ends; return the last status.
-    `on_change` is called with each changed status after it is printed (not with -o json)."""
+    `on_change` is called with each changed status after it is printed (not with -o json).
+
+    Each poll revalidates the last answer (`If-None-Match`): while nothing changed, the gateway
+    answers 304 without reading its database and the last status is used again."""
     seen: tuple[Any, ...] | None = None
     deadline = time.monotonic() + timeout if timeout else None
     quiet = globals_of(ctx).output is not OutputFormat.table
-    while True:
-        status = call(ctx, "GET", f"/requests/{request_id}/status")
-        shape = (
-            status["status"],
-            status["escalation_level"],
-            tuple(_action_line(a) for a in status["actions"]),
-        )
-        if shape != seen and not quiet:
-            progress = status["progress"]
-            err_console.print(
-                f"{time.strftime('%H:%M:%S')} {status['status']} "
-                f"[{progress['done']}/{progress['total']}] " + "; ".join(shape[2]),
-                markup=False,
-                highlight=False,
+    client = globals_of(ctx).client()
+    last: Tagged | None = None
+    try:
+        while True:
+            last = client.revalidate(f"/requests/{request_id}/status", last)
+            status = last.body
+            shape = (
+                status["status"],
+                status["escalation_level"],
+                tuple(_action_line(a) for a in status["actions"]),
             )
-            seen = shape
-            if on_change is not None:
-                on_change(status)
-        if status["status"] in TERMINAL:
-            return status
-        if deadline is not None and time.monotonic() > deadline:
-            raise CliError(
-                "PAO-CLI-005",
-                f"request {request_id} still {status['status']} after {timeout:.0f} s",
-                f"Follow it with `devctl request status {request_id} --watch`.",
-                exit_code=3,
-            )
-        time.sleep(_POLL)
+            if shape != seen and not quiet:
+                progress = status["progress"]
+                err_console.print(
+                    f"{time.strftime('%H:%M:%S')} {status['status']} "
+                    f"[{progress['done']}/{progress['total']}] " + "; ".join(shape[2]),
+                    markup=False,
+                    highlight=False,
+                )
+                seen = shape
+                if on_change is not None:
+                    on_change(status)
+            if status["status"] in TERMINAL:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise CliError(
+                    "PAO-CLI-005",
+                    f"request {request_id} still {status['status']} after {timeout:.0f} s",
+                    f"Follow it with `devctl request status {request_id} --watch`.",
+                    exit_code=3,
+                )
+            time.sleep(_POLL)
+    finally:
+        client.close()
 
 
 def _finish(ctx: typer.Context, status: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from pao.contracts.catalog import (
 )
 from pao.contracts.commands import SwitchItemMode
 from pao.contracts.errors import ErrorDetail, PaoError
+from pao.gateway import caching
 from pao.gateway.authz import require_admin_or_owner, require_platform_role
 from pao.gateway.bodies import read_model
 from pao.gateway.params import int_param, text_param
@@ -40,6 +41,13 @@ def _item(request: web.Request) -> dict:
     return item
 
 
+def _catalog_tag(request: web.Request, answer: str, *parts: object) -> str:
+    """The tag of an answer built from this gateway's catalog view: its catalog version and
+    stream version (a mode switch changes an item without a new catalog version) and `parts`."""
+    view = request.app[CATALOG].view
+    return caching.tag(answer, view.stream_version, caching.digest(view.version, *parts))
+
+
 @routes.get("/api/v1/catalog")
 async def list_catalog(request: web.Request) -> web.Response:
     """Items filtered by category, owner, tag and free text, a page at a time."""
@@ -47,6 +55,9 @@ async def list_catalog(request: web.Request) -> web.Response:
     offset = int_param(request, "offset", 0, low=0, high=1_000_000)
     view = request.app[CATALOG].view
     filters = {name: text_param(request, name) for name in ("category", "owner", "tag", "q")}
+    current = _catalog_tag(request, "catalog", *filters.values(), limit, offset)
+    if caching.matches(request, current):
+        return caching.not_modified(current)
 
     def page() -> bytes:
         found = view.search(
@@ -69,16 +80,20 @@ async def list_catalog(request: web.Request) -> web.Response:
 
     # The catalog changes rarely and is read constantly: each answer is built once per version.
     body = view.memo(("list", *filters.values(), limit, offset), page)
-    return web.Response(body=body, content_type="application/json")
+    return caching.tagged(web.Response(body=body, content_type="application/json"), current)
 
 
 @routes.get("/api/v1/catalog/items/{item_id}")
 async def get_item(request: web.Request) -> web.Response:
     """One item's whole definition, and the fulfilment mode new requests of it run in."""
     item = _item(request)
+    current = _catalog_tag(request, "item", item["metadata"]["id"])
+    if caching.matches(request, current):
+        return caching.not_modified(current)
     view = request.app[CATALOG].view
     modes = view.mode_state(item["metadata"]["id"]).model_dump(mode="json", exclude={"changed"})
-    return web.json_response({"catalog_version": view.version, "item": item, "modes": modes})
+    body = {"catalog_version": view.version, "item": item, "modes": modes}
+    return caching.tagged(web.json_response(body), current)
 
 
 @routes.get("/api/v1/catalog/items/{item_id}/versions")
@@ -149,13 +164,16 @@ async def switch_item_mode(request: web.Request) -> web.Response:
 async def get_item_schema(request: web.Request) -> web.Response:
     """The item's form as a JSON Schema (2020-12), for form builders and validators."""
     item = _item(request)
+    current = _catalog_tag(request, "schema", item["metadata"]["id"])
+    if caching.matches(request, current):
+        return caching.not_modified(current)
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": item["metadata"]["name"],
         "description": item["metadata"]["description"],
         **item["form"]["schema"],
     }
-    return web.json_response(schema)
+    return caching.tagged(web.json_response(schema), current)
 
 
 @routes.post("/api/v1/catalog/refresh")

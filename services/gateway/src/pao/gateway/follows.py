@@ -9,7 +9,9 @@ A stream reads the read model when the projector says the request's log or statu
 projector's tables notify `pao_request_log` with the request id (migration 0004 of the request
 service), and one listening connection per gateway wakes the streams of that request. While the
 listener is down (the database restarting) the streams poll, and they re-read every
-`RECHECK_SECONDS` in any case.
+`RECHECK_SECONDS` in any case. The same connection carries the channels other parts of the
+gateway listen to (`also_listen`: the read versions of `pao.gateway.caching`); it proves itself
+alive every `HEARTBEAT_SECONDS`, so a connection that died silently is not trusted for long.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import structlog
 
 from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
+from pao.shared.database_access import DatabaseAccess
 
 log = structlog.get_logger("pao.gateway.follows")
 
@@ -32,6 +35,8 @@ CHANNEL = "pao_request_log"
 RECHECK_SECONDS = 15.0
 #: How long the listener waits before connecting again after losing its connection.
 RECONNECT_SECONDS = 2.0
+#: How often the listener checks that its connection still answers.
+HEARTBEAT_SECONDS = 5.0
 
 #: What a refused caller is told to wait: streams end when their request does, or time out.
 RETRY_AFTER_SECONDS = 10
@@ -78,17 +83,26 @@ class LogFollows:
 class LogWakeups:
     """One LISTEN connection that wakes the streams of a request when its log changes."""
 
-    def __init__(self, dsn: str | None) -> None:
+    def __init__(self, dsn: str | None, *, access: DatabaseAccess | None = None) -> None:
         self._dsn = dsn
+        self._access = access or DatabaseAccess()
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._connection: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._also: list[tuple[str, Callable[[str], None], Callable[[], None]]] = []
 
     @property
     def listening(self) -> bool:
         """Notifications arrive; when False, streams poll."""
         return self._connection is not None and not self._connection.is_closed()
+
+    def also_listen(
+        self, channel: str, deliver: Callable[[str], None], *, reset: Callable[[], None]
+    ) -> None:
+        """Hand `channel`'s payloads to `deliver` too (register before `start`); `reset` runs
+        each time the connection is made or lost: what was sent meanwhile was missed."""
+        self._also.append((channel, deliver, reset))
 
     async def start(self) -> None:
         if self._dsn:
@@ -128,21 +142,44 @@ class LogWakeups:
         while True:
             try:
                 self._lost.clear()
-                connection = await asyncpg.connect(self._dsn, timeout=10)
+                connection = await self._access.connect(self._dsn, timeout=10)
                 connection.add_termination_listener(lambda _conn: self._lost.set())
                 await connection.add_listener(CHANNEL, self._notified)
+                for channel, deliver, _ in self._also:
+                    await connection.add_listener(channel, _payload_to(deliver))
                 self._connection = connection
                 # What changed while nobody listened is read now.
+                self._reset_others()
                 self._wake_all()
-                await self._lost.wait()
+                await self._alive(connection)
                 log.warning("log stream listener lost its connection; streams poll meanwhile")
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("log stream listener cannot connect", error=type(exc).__name__)
             await self._close()
             await asyncio.sleep(RECONNECT_SECONDS)
 
+    async def _alive(self, connection: asyncpg.Connection) -> None:
+        """Return when the connection is lost; raise when it stops answering."""
+        while not self._lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), HEARTBEAT_SECONDS)
+            if not self._lost.is_set():
+                await connection.fetchval("SELECT 1", timeout=HEARTBEAT_SECONDS)
+
+    def _reset_others(self) -> None:
+        for _, _, reset in self._also:
+            reset()
+
     async def _close(self) -> None:
         connection, self._connection = self._connection, None
+        self._reset_others()
         if connection is not None and not connection.is_closed():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 5)
+
+
+def _payload_to(deliver: Callable[[str], None]) -> Callable[[object, int, str, str], None]:
+    def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        deliver(payload)
+
+    return notified

@@ -14,6 +14,7 @@ from pao.contracts import errors
 from pao.contracts.commands import AbortRequest, EscalateRequest, RetryRequest, SubmitRequest
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.contracts.requests import AbortBody, DecisionBody, EscalateBody, SubmitBody
+from pao.gateway import caching
 from pao.gateway.bodies import read_model
 from pao.gateway.follows import RECHECK_SECONDS
 from pao.gateway.identity import requester_of
@@ -28,6 +29,7 @@ from pao.gateway.resources import (
     SETTINGS,
     STORE,
     WAKEUPS,
+    read_pool,
 )
 from pao.request import handlers, history, queries
 from pao.shared.environments import environments, system_scope
@@ -191,7 +193,7 @@ async def list_requests(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, low=1, high=500)
     offset = int_param(request, "offset", 0, low=0, high=10_000_000)
     total, rows = await queries.list_requests(
-        request.app[POOL],
+        read_pool(request.app),
         viewer_of(request[IDENTITY]),
         where,
         limit=limit,
@@ -206,10 +208,41 @@ async def list_requests(request: web.Request) -> web.Response:
 async def _visible(request: web.Request) -> dict[str, Any]:
     """The request from the read models, if the caller may see it."""
     request_id = _request_id(request)
+    versions = request.app[caching.VERSIONS]
+    token = versions.reading()
     found = await queries.get_request(request.app[POOL], request_id, wait_seconds=_PROJECTION_WAIT)
+    if found is not None:
+        approval = found["approval"]
+        visible = {
+            "requester": found["requester"],
+            "owner_team": found["owner_team"],
+            # what `Viewer.may_see` asks of it: an approver sees a request while it waits
+            "approval": {k: approval[k] for k in ("state", "approvers")} if approval else None,
+        }
+        known = caching.Known(str(found["stream_version"]), visible)
+        versions.remember(
+            caching.request_key(request_id), token, known, read_at=found["stream_version"]
+        )
     if found is None or not viewer_of(request[IDENTITY]).may_see(found):
         raise _not_found(request_id)
     return found
+
+
+def _tag(version: object, answer: str) -> str:
+    """A request answer's tag: the read-model version it shows."""
+    return caching.tag("request", version, answer)
+
+
+def _unchanged(request: web.Request, answer: str) -> web.Response | None:
+    """304 from what this gateway knows of the request, without the database, when the
+    caller's tag is current and they may see it; None to read the database as usual."""
+    if "If-None-Match" not in request.headers:
+        return None
+    known = request.app[caching.VERSIONS].known(caching.request_key(_request_id(request)))
+    if known is None or not viewer_of(request[IDENTITY]).may_see(known.visible):
+        return None  # the uncached path answers (and refuses) as it always does
+    current = _tag(known.version, answer)
+    return caching.not_modified(current) if caching.matches(request, current) else None
 
 
 def aware_time_param(request: web.Request, name: str) -> datetime | None:
@@ -225,18 +258,24 @@ async def get_request(request: web.Request) -> web.Response:
     """A request: what was asked, by whom, its actions with their outputs, its escalations;
     with `as_of`, as it was at that time, rebuilt from its events."""
     as_of = aware_time_param(request, "as_of")
+    if as_of is None and (unchanged := _unchanged(request, "full")):
+        return unchanged
     found = await _visible(request)
     if as_of is None:
-        return web.json_response(found)
-    return web.json_response(
-        await history.request_as_of(request.app[STORE], found["request_id"], as_of)
-    )
+        return caching.answer(request, _tag(found["stream_version"], "full"), found)
+    past = await history.request_as_of(request.app[STORE], found["request_id"], as_of)
+    # Rebuilt from the events up to `as_of`: the tag is of the answer itself.
+    return caching.answer(request, caching.tag("request", "as-of", caching.digest(past)), past)
 
 
 @routes.get("/api/v1/requests/{request_id}/status")
 async def get_status(request: web.Request) -> web.Response:
     """Compact status with per-action progress."""
-    return web.json_response(queries.status_of(await _visible(request)))
+    if unchanged := _unchanged(request, "status"):
+        return unchanged
+    found = await _visible(request)
+    current = _tag(found["stream_version"], "status")
+    return caching.answer(request, current, queries.status_of(found))
 
 
 @routes.get("/api/v1/requests/{request_id}/escalation")
@@ -461,6 +500,6 @@ async def list_approvals(request: web.Request) -> web.Response:
     """What waits for the caller's approval."""
     identity = request[IDENTITY]
     waiting = await queries.approvals_for(
-        request.app[POOL], viewer_of(identity), roles=tuple(identity.roles)
+        read_pool(request.app), viewer_of(identity), roles=tuple(identity.roles)
     )
     return web.json_response({"approvals": waiting})

@@ -10,11 +10,20 @@ from pao.contracts import errors
 from pao.contracts.commands import SubmitRequest
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.contracts.requests import DecommissionBody, UpdateResourceBody
+from pao.gateway import caching
 from pao.gateway.bodies import read_model
 from pao.gateway.identity import requester_of
 from pao.gateway.params import int_param, text_param
 from pao.gateway.requests import viewer_of
-from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, POOL, SETTINGS, STORE
+from pao.gateway.resources import (
+    CATALOG,
+    CORRELATION_ID,
+    IDENTITY,
+    POOL,
+    SETTINGS,
+    STORE,
+    read_pool,
+)
 from pao.request import handlers, queries
 from pao.shared.environments import environments, system_scope
 
@@ -51,7 +60,7 @@ async def list_resources(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, low=1, high=500)
     offset = int_param(request, "offset", 0, low=0, high=10_000_000)
     total, rows = await queries.list_resources(
-        request.app[POOL], viewer_of(request[IDENTITY]), where, limit=limit, offset=offset
+        read_pool(request.app), viewer_of(request[IDENTITY]), where, limit=limit, offset=offset
     )
     return web.json_response({"total": total, "limit": limit, "offset": offset, "resources": rows})
 
@@ -60,9 +69,15 @@ async def _visible(request: web.Request) -> dict[str, Any]:
     resource_id = request.match_info["resource_id"]
     if "\x00" in resource_id:  # PostgreSQL text cannot hold it: no resource has it
         raise _not_found(resource_id)
+    versions = request.app[caching.VERSIONS]
+    token = versions.reading()
     found = await queries.get_resource(
         request.app[POOL], resource_id, wait_seconds=_PROJECTION_WAIT
     )
+    if found is not None:
+        visible = {"requester": found["owner"], "owner_team": found["owner_team"]}
+        known = caching.Known(_tag(found), visible)
+        versions.remember(caching.resource_key(resource_id), token, known)
     if found is None or not viewer_of(request[IDENTITY]).may_see(
         {"requester": found["owner"], "owner_team": found["owner_team"]}
     ):
@@ -70,11 +85,27 @@ async def _visible(request: web.Request) -> dict[str, Any]:
     return found
 
 
+def _tag(found: dict[str, Any]) -> str:
+    """A resource answer's tag: a digest of it (its row and its requests' rows)."""
+    return caching.tag("resource", caching.digest(found))
+
+
 @routes.get("/api/v1/resources/{resource_id}")
 async def get_resource(request: web.Request) -> web.Response:
     """A resource, its inputs and outputs (secrets masked), and the requests that made and
     changed it."""
-    return web.json_response(await _visible(request))
+    if "If-None-Match" in request.headers:
+        known = request.app[caching.VERSIONS].known(
+            caching.resource_key(request.match_info["resource_id"])
+        )
+        if (
+            known is not None
+            and viewer_of(request[IDENTITY]).may_see(known.visible)
+            and caching.matches(request, known.version)
+        ):
+            return caching.not_modified(known.version)
+    found = await _visible(request)
+    return caching.answer(request, _tag(found), found)
 
 
 def _authorizer(request: web.Request):
