@@ -153,6 +153,36 @@ def whoami(ctx: typer.Context) -> None:
     emit(call(ctx, "GET", "/auth/whoami"), globals_of(ctx).output)
 
 
+@app.command("portal")
+def portal_cmd(
+    ctx: typer.Context,
+    print_only: Annotated[
+        bool,
+        typer.Option("--print", help="Print the link instead of opening it in a browser."),
+    ] = False,
+) -> None:
+    """Open the web portal in your browser, signed in as you. (POST /api/v1/portal/links)
+
+    devctl asks the gateway (a signed call, as always) for a one-time sign-in link bound to
+    your identity; it works once, within a minute. Opening it starts a browser session, kept in
+    a cookie; the portal then acts with exactly your permissions.
+    """
+    import webbrowser
+
+    g = globals_of(ctx)
+    link = call(ctx, "POST", "/portal/links")
+    opened = False if print_only else webbrowser.open(link["url"])
+    if g.output is not OutputFormat.table:
+        emit({**link, "opened": opened}, g.output)
+        return
+    if opened:
+        err_console.print(f"Opened the portal in your browser as {link['user']}.")
+        err_console.print("If no browser came up, open this link (it works once, for a minute):")
+    elif not print_only:
+        err_console.print("No browser could be opened here; open this link instead:")
+    print(link["url"])  # noqa: T201 (the link itself, for a script or a copy)
+
+
 @app.command("login")
 def login_cmd(ctx: typer.Context) -> None:
     """Sign in with your AWS credentials for a PAO session key, kept in devctl's cache until it

@@ -64,3 +64,14 @@ class SignInSession(BaseModel):
     teams: list[str]
     roles: list[str]
     principal_arn: str = Field(description="The AWS caller STS named.")
+
+
+class PortalLink(BaseModel):
+    """`POST /api/v1/portal/links`: a one-time link that signs a browser in to the portal as
+    the caller (`devctl portal`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str = Field(description="Open it in the browser; it works once, until `expires_at`.")
+    expires_at: datetime
+    user: str = Field(description="Who the browser session will act as.")

@@ -182,6 +182,31 @@ AUTH_SESSION_EXPIRED = _register(
     "PAO session expired",
     "Sign in again with `devctl login` (devctl does it by itself for a profile with sign_in).",
 )
+AUTH_PORTAL_LINK_INVALID = _register(
+    "PAO-AUTH-019",
+    401,
+    "Portal sign-in link expired or already used",
+    "A link signs in once, within a minute of being made; run `devctl portal` for a new one.",
+)
+AUTH_PORTAL_SESSION_MISSING = _register(
+    "PAO-AUTH-020",
+    401,
+    "No portal session",
+    "Sign in to the portal with `devctl portal`, which opens a one-time link in the browser.",
+)
+AUTH_CSRF_MISSING = _register(
+    "PAO-AUTH-021",
+    403,
+    "The portal form's CSRF token is missing or wrong",
+    "Reload the page and send the form again; a form made for another session cannot be sent.",
+)
+AUTH_PORTAL_LINK_SESSION = _register(
+    "PAO-AUTH-022",
+    403,
+    "A portal link needs a signed call",
+    "Run `devctl portal`: a link is made for a caller whose request is signed, not from a "
+    "browser session.",
+)
 
 # SYS: the platform itself.
 INTERNAL = _register(

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from pao.contracts import errors
 from pao.contracts.audit import AuditPage
-from pao.contracts.auth import SignInBody, SignInInfo, SignInSession
+from pao.contracts.auth import PortalLink, SignInBody, SignInInfo, SignInSession
 from pao.contracts.catalog import (
     CatalogPage,
     ItemVersionDefinition,
@@ -106,6 +106,8 @@ class Operation:
     #: also answers `text/event-stream` (server-sent events)
     streams: bool = False
     extra_answers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: answers carry `ETag` and `Cache-Control`; `If-None-Match` with the current tag: 304
+    cached: bool = False
 
 
 def _text(name: str, description: str) -> Param:
@@ -389,6 +391,18 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        "post",
+        "/portal/links",
+        "makePortalLink",
+        "A one-time link (valid for PAO_PORTAL_LINK_SECONDS) that signs a browser in to the "
+        "web portal as the caller; opening it sets the portal's session cookie. Needs a signed "
+        "call: a portal session cannot make links.",
+        "auth",
+        PortalLink,
+        status=201,
+        raises=(errors.AUTH_PORTAL_LINK_SESSION, errors.AUTH_CSRF_MISSING, *_DATABASE),
+    ),
+    Operation(
         "get",
         "/catalog",
         "listCatalog",
@@ -404,6 +418,7 @@ OPERATIONS: tuple[Operation, ...] = (
             _int("offset", 0, 0, 1_000_000, "Items to skip."),
         ),
         raises=_PAGING,
+        cached=True,
     ),
     Operation(
         "get",
@@ -413,6 +428,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "catalog",
         _ITEM,
         raises=(errors.ITEM_NOT_FOUND,),
+        cached=True,
     ),
     Operation(
         "get",
@@ -422,6 +438,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "catalog",
         _FORM_SCHEMA,
         raises=(errors.ITEM_NOT_FOUND,),
+        cached=True,
     ),
     Operation(
         "get",
@@ -493,7 +510,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "validation",
         _VALIDATED,
         body=ValidateRequestBody,
-        raises=(*_JSON_BODY, errors.ITEM_NOT_FOUND),
+        raises=(*_JSON_BODY, errors.ITEM_NOT_FOUND, errors.MODE_NOT_OFFERED),
     ),
     Operation(
         "post",
@@ -572,6 +589,7 @@ OPERATIONS: tuple[Operation, ...] = (
         _ROW,
         query=(_AS_OF,),
         raises=(errors.REQUEST_NOT_FOUND, errors.INVALID_QUERY, *_DATABASE),
+        cached=True,
     ),
     Operation(
         "get",
@@ -596,6 +614,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "requests",
         _ROW,
         raises=(errors.REQUEST_NOT_FOUND, *_DATABASE),
+        cached=True,
     ),
     Operation(
         "get",
@@ -735,6 +754,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "resources",
         _ROW,
         raises=(errors.RESOURCE_NOT_FOUND, *_DATABASE),
+        cached=True,
     ),
     Operation(
         "post",
@@ -870,6 +890,16 @@ _HEADERS: dict[str, Any] = {
         "schema": {"type": "integer"},
     },
     "Location": {"description": "The request's URL.", "schema": {"type": "string"}},
+    "ETag": {
+        "description": "The answer's entity tag (strong): send it back as `If-None-Match` to "
+        "be answered 304 while it is current (docs/api.md, Caching).",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "`private, no-cache`: a client may keep the answer, and revalidates it "
+        "(`If-None-Match`) before each use.",
+        "schema": {"type": "string", "const": "private, no-cache"},
+    },
     "Idempotent-Replayed": {
         "description": "`true` when the answer repeats an earlier call with the same "
         "Idempotency-Key.",
@@ -893,6 +923,14 @@ _PARAMETERS: dict[str, Any] = {
         "first request again (`Idempotent-Replayed: true`); with another body it is refused "
         "(PAO-REQ-003).",
         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    "IfNoneMatch": {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "The `ETag`(s) of the copy you hold (or `*`): 304 Not Modified, no body, "
+        "while one of them is current.",
+        "schema": {"type": "string"},
     },
 }
 
@@ -960,12 +998,17 @@ def _operation(op: Operation, defs: dict[str, Any]) -> dict[str, Any]:
     parameters.append({"$ref": "#/components/parameters/CorrelationId"})
     if op.idempotent:
         parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
+    if op.cached:
+        parameters.append({"$ref": "#/components/parameters/IfNoneMatch"})
     headers: dict[str, Any] = {
         "X-Correlation-ID": {"$ref": "#/components/headers/X-Correlation-ID"}
     }
     if op.idempotent:
         headers["Location"] = {"$ref": "#/components/headers/Location"}
         headers["Idempotent-Replayed"] = {"$ref": "#/components/headers/Idempotent-Replayed"}
+    if op.cached:
+        headers["ETag"] = {"$ref": "#/components/headers/ETag"}
+        headers["Cache-Control"] = {"$ref": "#/components/headers/Cache-Control"}
     content: dict[str, Any] = {"application/json": {"schema": _schema(op.answer, defs)}}
     if op.streams:
         content.update(_EVENT_STREAM)
@@ -978,6 +1021,12 @@ def _operation(op: Operation, defs: dict[str, Any]) -> dict[str, Any]:
     }
     for status, answer in op.extra_answers.items():
         answers[str(status)] = {**answer, "headers": dict(headers)}
+    if op.cached:
+        answers["304"] = {
+            "description": "Not modified: `If-None-Match` named the current `ETag`; no body. "
+            "The caller is authorised as for a 200 first.",
+            "headers": dict(headers),
+        }
     for status, answer in _error_answers(op).items():
         answers.setdefault(status, answer)
     operation: dict[str, Any] = {

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pao.contracts.commands import Mode
+
 
 class ValidateRequestBody(BaseModel):
     """`POST /validate/request`."""
@@ -14,6 +16,9 @@ class ValidateRequestBody(BaseModel):
 
     item_id: str = Field(min_length=1, max_length=100)
     inputs: dict[str, Any] = Field(default_factory=dict)
+    #: the mode the request would run in (its actions differ in manual mode); default: the
+    #: item's default mode
+    mode: Mode | None = None
 
 
 class PreviewFormBody(BaseModel):

@@ -24,14 +24,20 @@ from pao.gateway import (
     validation,
     webhooks,
 )
+from pao.gateway.caching import VERSIONS, StreamVersions
 from pao.gateway.follows import LogFollows, LogWakeups
 from pao.gateway.metrics import http_metrics
 from pao.gateway.middleware import authenticate, correlation_and_errors
+from pao.gateway.portal import pages as portal_pages
+from pao.gateway.portal import signin as portal_signin
+from pao.gateway.portal.auth import PortalAuth
 from pao.gateway.resources import (
     CATALOG,
     FOLLOWS,
     KEYS,
     POOL,
+    PORTAL,
+    READ_POOL,
     READINESS_CHECKS,
     SECRETS,
     SESSIONS,
@@ -43,6 +49,7 @@ from pao.gateway.resources import (
 )
 from pao.gateway.sessions import SessionKeys
 from pao.gateway.tracing import traced
+from pao.shared.database_access import DatabaseAccess
 from pao.shared.kafka import broker_reachable, missing_topics
 from pao.shared.keystore import KeyStore
 from pao.shared.secrets import SecretProvider, secret_provider
@@ -57,8 +64,10 @@ def create_app(
     catalog_parts: CatalogParts,
     readiness_checks: Iterable[ReadinessCheck] | None = None,
     secrets: SecretProvider | None = None,
+    read_pool: asyncpg.Pool | None = None,
 ) -> web.Application:
-    """The aiohttp application; tests call this with their own parts."""
+    """The aiohttp application; tests call this with their own parts. `read_pool`, when given,
+    serves the list and figure queries (see `resources.read_pool`)."""
     app = web.Application(
         middlewares=[http_metrics, traced, correlation_and_errors, authenticate],
         client_max_size=settings.max_body_bytes,
@@ -66,12 +75,20 @@ def create_app(
     app[SETTINGS] = settings
     app[KEYS] = keys
     app[POOL] = pool
+    app[READ_POOL] = read_pool or pool
     app[CATALOG] = catalog_parts
     app[STORE] = catalog_parts.store
     app[SECRETS] = secrets or secret_provider(settings)
     app[SESSIONS] = SessionKeys.from_settings(settings, pool)
+    app[PORTAL] = PortalAuth(settings, pool, app[SESSIONS])
     app.cleanup_ctx.append(_sts_http)
-    app[WAKEUPS] = LogWakeups(settings.database_url)
+    app[WAKEUPS] = LogWakeups(
+        settings.database_url,
+        access=DatabaseAccess.from_settings(settings, settings.database_url)
+        if settings.database_url
+        else None,
+    )
+    app[VERSIONS] = StreamVersions(app[WAKEUPS])
     app.cleanup_ctx.append(_log_wakeups)
     app[FOLLOWS] = LogFollows(
         per_user=settings.log_follows_per_user, total=settings.log_follows_total
@@ -94,6 +111,8 @@ def create_app(
         stats,
         audit,
         webhooks,
+        portal_signin,
+        portal_pages,
     ):
         app.add_routes(module.routes)
     return app

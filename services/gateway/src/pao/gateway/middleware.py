@@ -17,7 +17,17 @@ from aiohttp.typedefs import Handler
 from pao.contracts import errors
 from pao.contracts.errors import ErrorDetail, PaoError
 from pao.gateway import audit
-from pao.gateway.resources import CORRELATION_ID, IDENTITY, KEYS, SESSIONS, SETTINGS
+from pao.gateway.portal.auth import COOKIE, CSRF_HEADER, SAFE_METHODS, PortalSession, check_csrf
+from pao.gateway.portal.render import page
+from pao.gateway.resources import (
+    BROWSER_SESSION,
+    CORRELATION_ID,
+    IDENTITY,
+    KEYS,
+    PORTAL,
+    SESSIONS,
+    SETTINGS,
+)
 from pao.shared import sigv4
 from pao.shared.keystore import Identity, KeyStore
 from pao.shared.outages import database_away
@@ -36,6 +46,9 @@ PUBLIC_PATHS = frozenset(
 )
 #: Paths that carry their own authentication (GitHub's HMAC signature).
 SELF_AUTHENTICATED_PATHS = frozenset({"/api/v1/webhooks/github"})
+#: The portal's pages find their browser's session themselves (`browser_session`), and send a
+#: browser without one to the sign-in page rather than answering an API error.
+PORTAL_PREFIX = "/portal/"
 
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -57,6 +70,19 @@ def error_response(error: PaoError, correlation_id: str | None) -> web.Response:
         headers=error.headers,
     )
     return response
+
+
+def portal_error(request: web.Request, error: PaoError, correlation_id: str) -> web.Response:
+    """The error as a portal page, for a browser (no JSON, no trace)."""
+    return page(
+        request,
+        "error.html",
+        status=error.code.http_status,
+        error=error,
+        correlation_id=correlation_id,
+        identity=None,
+        headers=error.headers,
+    )
 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> PaoError:
@@ -113,7 +139,10 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
             log.exception("unhandled error", method=request.method, path=request.path)
             refused = PaoError(errors.INTERNAL)
     if refused is not None:
-        response = error_response(refused, correlation_id)
+        if request.path.startswith(PORTAL_PREFIX):
+            response = portal_error(request, refused, correlation_id)
+        else:
+            response = error_response(refused, correlation_id)
     if not response.prepared:  # a stream sets it before its headers go out
         response.headers["X-Correlation-ID"] = correlation_id
     identity: Identity | None = request.get(IDENTITY)
@@ -137,13 +166,28 @@ async def correlation_and_errors(request: web.Request, handler: Handler) -> web.
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Verify the caller per the configured auth mode; probes stay public."""
-    if request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED_PATHS:
+    if (
+        request.path in PUBLIC_PATHS
+        or request.path in SELF_AUTHENTICATED_PATHS
+        or request.path.startswith(PORTAL_PREFIX)
+    ):
         return await handler(request)
     settings = request.app[SETTINGS]
     if settings.auth_mode == "none":
         request[IDENTITY] = Identity(user="anonymous", roles=("admin",))
     elif settings.auth_mode == "apigateway":
         request[IDENTITY] = _forwarded_identity(request)
+        # A browser's call (it says where it comes from) carries the portal's CSRF token too,
+        # as the proxy's own cookie would otherwise let another site's page act as the user.
+        if request.method not in SAFE_METHODS and "Origin" in request.headers:
+            check_csrf(request.headers.get(CSRF_HEADER), forwarded_csrf(request, request[IDENTITY]))
+    elif COOKIE in request.cookies and "Authorization" not in request.headers:
+        session = await _browser_session(request, request.cookies[COOKIE])
+        # Known before the token is checked, so that the audit names whose session it was.
+        request[BROWSER_SESSION] = session
+        request[IDENTITY] = session.identity
+        if request.method not in SAFE_METHODS:
+            check_csrf(request.headers.get(CSRF_HEADER), session.csrf)
     else:
         request[IDENTITY] = await _signed_identity(request)
     identity = request[IDENTITY]
@@ -162,6 +206,41 @@ async def caller_identity(request: web.Request) -> Identity:
     if settings.auth_mode == "apigateway":
         return _forwarded_identity(request)
     return await _signed_identity(request)
+
+
+def forwarded_csrf(request: web.Request, identity: Identity) -> str:
+    """The CSRF token of a user the sign-in proxy forwards."""
+    return request.app[PORTAL].csrf_for(f"forwarded-user\0{identity.user}")
+
+
+async def _browser_session(request: web.Request, token: str) -> PortalSession:
+    """The live portal session behind the cookie, or 401."""
+    session = await request.app[PORTAL].session_of(token)
+    if session is None:
+        raise PaoError(
+            errors.AUTH_PORTAL_SESSION_MISSING,
+            "the portal session has ended or is unknown",
+            details=[ErrorDetail(field="Cookie", message=f"{COOKIE}: no live session")],
+        )
+    return session
+
+
+async def browser_identity(request: web.Request) -> tuple[Identity, str] | None:
+    """The caller of a portal page and the CSRF token its forms carry; None when the browser
+    has not signed in (the page then says how to)."""
+    settings = request.app[SETTINGS]
+    if settings.auth_mode == "none":
+        identity = Identity(user="anonymous", roles=("admin",))
+        return identity, request.app[PORTAL].csrf_for("anonymous")
+    if settings.auth_mode == "apigateway":
+        identity = _forwarded_identity(request)
+        return identity, forwarded_csrf(request, identity)
+    token = request.cookies.get(COOKIE)
+    session = await request.app[PORTAL].session_of(token) if token else None
+    if session is None:
+        return None
+    request[BROWSER_SESSION] = session
+    return session.identity, session.csrf
 
 
 async def _signed_identity(request: web.Request) -> Identity:

@@ -16,6 +16,7 @@ from pao.gateway.resources import CATALOG, CORRELATION_ID, IDENTITY, SETTINGS
 from pao.shared.environments import environments, system_scope
 from pao.spec.explain import explain_template, merge_context, templates_of
 from pao.spec.forms import describe_form, input_problems
+from pao.spec.lifecycle import check_mode, manual_ticket, runs_manual_ticket
 from pao.spec.rendering import (
     RenderError,
     preview_context,
@@ -68,6 +69,9 @@ async def validate_request(request: web.Request) -> web.Response:
     if problems:
         return web.json_response({**answer, "valid": False, "problems": problems})
     context = context_for(request, item, body.inputs)
+    if body.mode is not None and runs_manual_ticket(item, check_mode(item, body.mode)):
+        # In manual mode the request runs the item's manual ticket instead of its actions.
+        item = {**item, "fulfillment": {**item["fulfillment"], "actions": [manual_ticket(item)]}}
     try:
         rendered = await asyncio.to_thread(render_actions, item, context)
     except RenderError as exc:

@@ -96,6 +96,11 @@ class SessionKeys:
             self._loaded = load_or_create_key(self._key_source)
         return self._loaded
 
+    @property
+    def signing_key(self) -> bytes:
+        """The installation's key, for other derivations (each with a label of its own)."""
+        return self._key
+
     def load(self) -> None:
         """Read (or make) the session key now: a server checks it at start, not at a sign-in."""
         _ = self._key
