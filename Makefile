@@ -4,6 +4,9 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
+# Test processes: each takes whole test files (module-scoped stacks stay in one process); most
+# tests wait on brokers, timers and subprocesses, so two share two cores well.
+PYTEST_WORKERS ?= 2
 
 .PHONY: up test test-containers lint bench sync checkov clean-state dist
 
@@ -30,7 +33,7 @@ up: sync ## start the whole stack on embedded parts
 	$(UV) run --frozen pao up
 
 test: sync checkov ## run the whole test suite (real PostgreSQL, real broker)
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-containers: sync ## the tests against PostgreSQL and Apache Kafka containers (needs Docker)
 	$(UV) run --frozen pytest --containers $(PYTEST_ARGS)

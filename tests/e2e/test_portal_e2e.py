@@ -106,6 +106,9 @@ async def test_a_developer_requests_a_database_in_the_browser_and_sees_it_comple
             await expect(page.locator("#actions")).to_contain_text("key")
             await shot(page, "4-request-waiting")
 
+            # While nothing changes, the page's status polls are revalidated (ETag): 304s.
+            await eventually(lambda: _revalidated(stack), "a status poll answered 304", timeout=20)
+
             status = await stack.call("GET", f"/requests/{request_id}/status", profile="alice")
             ticket = next(a for a in status["actions"] if a["status"] == "awaiting_manual")
             async with aiohttp.ClientSession() as http:
@@ -146,3 +149,18 @@ async def test_a_developer_requests_a_database_in_the_browser_and_sees_it_comple
 
 async def _more(log, seen: int) -> bool:
     return await log.count() > seen
+
+
+async def _revalidated(stack: UpStack) -> bool:
+    """Whether the gateway has answered a status read with 304 (its metrics say)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{stack.info['gateway']}/metrics") as answer,
+    ):
+        text = await answer.text()
+    found = re.search(
+        r'pao_http_requests_total\{[^}]*route="/api/v1/requests/\{request_id\}/status"'
+        r'[^}]*status="304"[^}]*\} ([0-9.]+)',
+        text,
+    )
+    return bool(found and float(found.group(1)) >= 1)

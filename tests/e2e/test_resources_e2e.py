@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from support.upstack import Person, UpStack, pao_up
+from support.upstack import Person, UpStack, pao_up, portal_session
 
 pytestmark = [
     pytest.mark.e2e,
@@ -126,6 +126,25 @@ async def test_a_database_is_created_changed_in_place_and_dropped(stack: UpStack
     assert plans["plans"][-1]["state"] == "applied"
     assert not any(c["action"] == "delete" for c in plans["plans"][-1]["changes"])
 
+    # The portal shows the same: the resource with its update form filled in, and the plan.
+    portal = stack.info["gateway"] + "/portal"
+    async with portal_session(stack, "local") as (browser, _):
+        async with browser.get(f"{portal}/resources") as page:
+            assert page.status == 200
+            assert resource_id in await page.text()
+        form = f"{portal}/catalog/postgresql-standard/request?resource_id={resource_id}"
+        async with browser.get(form) as page:
+            assert page.status == 200
+            assert '"connection_limit": 7' in await page.text()
+        async with browser.get(f"{portal}/requests/{updated['request_id']}") as page:
+            assert page.status == 200
+            shown = await page.text()
+        assert "Terraform plan for <strong>database</strong>" in shown
+        plan = shown[shown.index("Terraform plan for") :][:1500]
+        assert "1 to replace, 0 to destroy" in plan, plan
+        assert "&#34;connection_limit&#34;: 7" in plan, plan
+        assert '<th scope="col">before</th>' in shown
+
     gone = json_of(
         devctl(
             stack,
@@ -180,11 +199,19 @@ async def test_production_waits_for_the_data_team_and_a_rejection_ends_it(stack:
     other = f"orders_{uuid.uuid4().hex[:8]}"
     rejected_id = submit(stack, other, "prod", "--set", "connection_limit=20")["request_id"]
     await status(stack, rejected_id, "awaiting_approval")
-    no = devctl(
-        stack, "request", "reject", rejected_id, "--comment", "use the shared one",
-        profile="approver",
-    )  # fmt: skip
-    assert no.returncode == 0, no.stderr
+    # The approver rejects it in the portal: the page shows the plan, the form posts the
+    # decision with the session's CSRF token.
+    async with portal_session(stack, "approver") as (browser, csrf):
+        async with browser.get(stack.info["gateway"] + "/portal/approvals") as page:
+            assert page.status == 200
+            shown = await page.text()
+        assert rejected_id in shown
+        assert "Terraform plan for <strong>database</strong>" in shown
+        reject = f"{stack.info['gateway']}/api/v1/requests/{rejected_id}/reject"
+        async with browser.post(
+            reject, json={"comment": "use the shared one"}, headers={"X-CSRF-Token": csrf}
+        ) as answer:
+            assert answer.status == 202, await answer.text()
     ended = await status(stack, rejected_id, "failed")
     assert "use the shared one" in ended["last_error"]
     assert await database(stack, other) is None

@@ -175,3 +175,54 @@ async def test_work_fenced_by_a_rebalance_keeps_the_claim_the_new_assignment_mad
     assert consumer._claims[tp] == "claim-b"
     consumer._forget({tp}, {tp: "claim-b"})  # fenced under the current claim: it goes
     assert tp not in consumer._claims
+
+
+async def test_the_stored_offsets_are_committed_to_the_kafka_group_for_lag_tools(
+    store: EventStore, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """What kafka-consumer-groups and KEDA's kafka scaler read: the group's committed offsets
+    reach the offsets PAO stored, once the events are handled."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    stream = f"request-{uuid.uuid4().hex}"
+    name = f"test-consumer-{uuid.uuid4().hex[:8]}"
+    request_id = stream.removeprefix("request-")
+    event = ev.ManualTicketUpdated(request_id=request_id, action="a", key="K-1", comment="c")
+    await store.append(stream, [event.new()], 0)
+    seen: list[str] = []
+
+    async def handle(delivery: Delivery[ev.ManualTicketUpdated]) -> None:
+        if delivery.envelope.stream_id == stream:
+            seen.append(delivery.event.comment)
+
+    producer = make_producer(settings)
+    await producer.start()
+    stop = asyncio.Event()
+    relay = Relay(pool, producer, name=f"test-{uuid.uuid4().hex[:8]}")
+    consumer = EventConsumer(pool, settings, name=name, handlers={ev.ManualTicketUpdated: handle})
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
+    # A reader of the group's committed offsets that never joins it (as lag tools read them).
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=name, enable_auto_commit=False
+    )
+    await reader.start()
+
+    async def committed_as_stored() -> bool:
+        stored = {
+            TopicPartition(r["topic"], r["partition"]): r["next_offset"]
+            for r in await pool.fetch(
+                "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
+                name,
+            )
+        }
+        if not seen or not stored:
+            return False
+        return all([await reader.committed(tp) == n for tp, n in stored.items()])
+
+    try:
+        await eventually(committed_as_stored, what="the group's offsets committed to Kafka")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await reader.stop()
+        await producer.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -569,3 +570,34 @@ async def test_without_authentication_on_loopback_the_gateway_warns(settings: Se
         signed_only = {"auth_mode": "sigv4", "http_host": "0.0.0.0"}  # noqa: S104
         check_auth_mode(settings.model_copy(update=signed_only))
     assert logs == []
+
+
+async def test_behind_a_sign_in_proxy_the_portal_takes_the_forwarded_identity(
+    behind_api_gateway: str, http: aiohttp.ClientSession
+) -> None:
+    arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/developers/erin"
+    pages = f"{behind_api_gateway}/portal/requests"
+    async with http.get(pages, headers=CIMultiDict(forwarded_as(arn))) as r:
+        assert r.status == 200
+        page = await r.text()
+    assert '<span class="who" title="developers">developers</span>' in page
+    token = re.search(r'<meta name="csrf-token" content="([0-9a-f]{64})">', page)
+    assert token
+    # Without the proxy's secret the portal is refused, as the API is (an HTML page, no trace).
+    async with http.get(pages, headers=CIMultiDict([("x-pao-caller-arn", arn)])) as r:
+        assert r.status == 401
+        assert r.content_type == "text/html"
+        assert "PAO-AUTH-009" in await r.text()
+    # A browser's state change (it says where it comes from) needs the page's CSRF token; a
+    # non-browser caller through the proxy does not. The item is unknown: nothing is made.
+    submit = f"{behind_api_gateway}/api/v1/requests"
+    body = {"item_id": "no-such-item", "inputs": {}}
+    browser = [*forwarded_as(arn), ("Origin", behind_api_gateway)]
+    async with http.post(submit, json=body, headers=CIMultiDict(browser)) as r:
+        assert r.status == 403
+        assert (await r.json())["error"]["code"] == "PAO-AUTH-021"
+    with_token = CIMultiDict([*browser, ("X-CSRF-Token", token.group(1))])
+    async with http.post(submit, json=body, headers=with_token) as r:
+        assert (r.status, (await r.json())["error"]["code"]) == (404, "PAO-CAT-001")
+    async with http.post(submit, json=body, headers=CIMultiDict(forwarded_as(arn))) as r:
+        assert r.status == 404

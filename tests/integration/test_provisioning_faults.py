@@ -9,6 +9,7 @@ database exists) so that a kill or an abort lands while Terraform applies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import uuid
@@ -176,7 +177,14 @@ def runner(platform: Platform, tmp: Path) -> TerraformRunner:
 
 
 def terraform_processes() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "terraform"]
+    """The Terraform processes this test session started (through its workers), not those of
+    another session or test worker on the machine."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.name() == "terraform":
+                found.append(process)
+    return found
 
 
 async def test_a_worker_killed_during_apply_is_finished_by_the_next_without_a_second_create(

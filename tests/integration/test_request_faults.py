@@ -259,6 +259,7 @@ async def test_a_worker_killed_inside_the_step_that_records_a_ticket_leaves_noth
                 return bool(
                     await stack.pool.fetchval(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database() "
                         "AND application_name LIKE 'pao-fulfillment%' "
                         "AND query LIKE '%INSERT INTO fulfillment_jobs%'"
                     )

@@ -30,7 +30,7 @@ from support.processes import ServiceProcesses, submit_many
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-REQUESTS = 150
+REQUESTS = 90
 SCALED = ("request", "fulfillment", "notification")
 SESSION_TIMEOUT_S = 6.0
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -94,6 +95,23 @@ class UpStack:
             answer = await http.request(method, url, headers=headers)
         assert answer.status_code < 400, answer.text
         return answer.json()
+
+
+@contextlib.asynccontextmanager
+async def portal_session(stack: UpStack, profile: str) -> AsyncIterator[tuple[Any, str]]:
+    """A browser's HTTP session signed in to the portal through `devctl portal --print` as
+    `profile`, and the CSRF token its pages carry (for pages read without a real browser)."""
+    import aiohttp
+
+    done = stack.devctl("portal", "--print", profile=profile)
+    assert done.returncode == 0, done.stderr
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(done.stdout.strip()) as signed_in:
+            assert signed_in.status == 200, await signed_in.text()
+        async with browser.get(f"{stack.info['gateway']}/portal/catalog") as page:
+            found = re.search(r'<meta name="csrf-token" content="([0-9a-f]+)">', await page.text())
+        assert found, "the portal's page carries no CSRF token"
+        yield browser, found.group(1)
 
 
 @contextlib.asynccontextmanager

@@ -400,7 +400,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "auth",
         PortalLink,
         status=201,
-        raises=(errors.AUTH_PORTAL_LINK_SESSION, errors.AUTH_CSRF_MISSING, *_DATABASE),
+        raises=(
+            errors.BODY_TOO_LARGE,
+            errors.MALFORMED_BODY,
+            errors.AUTH_PORTAL_LINK_SESSION,
+            errors.AUTH_CSRF_MISSING,
+            *_DATABASE,
+        ),
     ),
     Operation(
         "get",

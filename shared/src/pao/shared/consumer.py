@@ -14,6 +14,11 @@ reads that event again: if the broker's log no longer holds it there (the broker
 or the topic was recreated), the partition is read again from its start; idempotency makes the
 replay safe.
 
+After the stored offsets move on, the consumer also commits them to the group in Kafka, for
+what reads lag there (`kafka-consumer-groups`, KEDA's kafka scaler). That copy is best effort,
+one commit in flight at a time, and never read back: an instance always starts from the stored
+offset, so a commit lost or late changes nothing but the lag those tools report.
+
 Handlers are registered per event class; the consumer reads the topics of those classes'
 categories, decodes each record once (through the upcasters) and hands the typed event to its
 handler, with the envelope's metadata and the transaction's connection. Events of other types
@@ -166,6 +171,10 @@ class EventConsumer:
         #: partition -> the offset this group handled up to (the lag is measured from it)
         self._handled_to: dict[TopicPartition, int] = {}
         self._broken: Exception | None = None
+        #: the commit of stored offsets to Kafka in flight, if any, and the offsets it has yet
+        #: to commit (a copy for lag tools only)
+        self._mirroring: asyncio.Task[None] | None = None
+        self._unmirrored: dict[TopicPartition, int] = {}
         self._stop = asyncio.Event()
         self.handled = 0
         self.dead_lettered = 0
@@ -219,6 +228,11 @@ class EventConsumer:
             for tp in list(self._handled_to):
                 self._forget_lag(tp)
             self._claims.clear()
+            if self._mirroring is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._mirroring, timeout=2)
+                self._mirroring = None
+            self._unmirrored = {}
             try:
                 await consumer.stop()  # leaves the group: its partitions move at once
             except Exception as exc:  # noqa: BLE001 - a broker that is gone cannot be left
@@ -250,6 +264,8 @@ class EventConsumer:
                 await consumer.seek_to_beginning(tp)
             self._handled_to[tp] = next_offset
         self._claims.update(claims)
+        # An idle partition's group offset in Kafka is brought to the stored one too.
+        self._mirror_offsets(consumer, {tp: n for tp in assigned if (n := self._handled_to[tp])})
         log.info(
             "partitions assigned",
             consumer=self.name,
@@ -355,6 +371,34 @@ class EventConsumer:
                         claim,
                     )
                     self._handled_to[tp] = last.offset + 1
+            saved = {tp: last.offset + 1 for tp, last in done.items() if tp in self._claims}
+            self._mirror_offsets(consumer, saved)
+
+    def _mirror_offsets(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
+    ) -> None:
+        """Commit the stored offsets to the group in Kafka too, in the background, one commit
+        at a time: offsets that arrive meanwhile go with the next one."""
+        if not self._settings.kafka_commit_offsets or not offsets:
+            return
+        self._unmirrored.update(offsets)
+        if self._mirroring is None or self._mirroring.done():
+            self._mirroring = asyncio.create_task(self._commit_mirrored(consumer))
+
+    async def _commit_mirrored(self, consumer: AIOKafkaConsumer) -> None:
+        while self._unmirrored:
+            owned = consumer.assignment()
+            offsets = {tp: n for tp, n in self._unmirrored.items() if tp in owned}
+            self._unmirrored = {}
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - a copy for lag tools; PAO never reads it
+                # Kept for the next batch's commit, unless newer offsets come first.
+                self._unmirrored = {**offsets, **self._unmirrored}
+                log.debug("offsets not committed to kafka", consumer=self.name, error=str(exc))
+                return
 
     def _sample_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Records past the handled offset on each owned partition, from the high watermark the

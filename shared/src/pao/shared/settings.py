@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = Field(
         default=True, description="Idempotent producer; on for Apache Kafka, off for tansu."
     )
+    kafka_commit_offsets: bool = Field(
+        default=True,
+        description="Also commit consumers' offsets (kept in PostgreSQL) to their Kafka groups, "
+        "for lag tools and KEDA's kafka scaler; PAO itself never reads them.",
+    )
     kafka_partitions: int = Field(default=3, ge=1, description="Partitions for topics PAO creates.")
     kafka_replication_factor: int = Field(
         default=1, ge=1, description="Replicas for topics PAO creates (3 on a production Kafka)."

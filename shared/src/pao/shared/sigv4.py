@@ -255,7 +255,14 @@ def _signature(
     )
     scope = f"{amz_date[:8]}/{region}/{SERVICE}/aws4_request"
     string_to_sign = "\n".join(
-        (ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest())
+        # A header the server decoded from bytes that are not UTF-8 holds them as surrogate
+        # escapes: hash the bytes as they came (such a signature then simply does not match).
+        (
+            ALGORITHM,
+            amz_date,
+            scope,
+            hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest(),
+        )
     )
     key = _signing_key(secret, amz_date[:8], region, SERVICE)
     return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()

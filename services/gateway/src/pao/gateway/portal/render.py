@@ -37,6 +37,13 @@ def _when(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _shown(value: Any) -> str:
+    """A value as a page shows it: text as it is, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _data(value: Any) -> Markup:
     """A value for a page's script, as JSON safe inside a <script type="application/json">."""
     text = json.dumps(value, default=str).replace("<", "\\u003c").replace(">", "\\u003e")
@@ -55,6 +62,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["when"] = _when
     env.filters["data"] = _data
+    env.filters["shown"] = _shown
     return env
 
 

@@ -29,6 +29,12 @@ async def make_link(request: web.Request) -> web.Response:
             "a portal session cannot make sign-in links: each one starts from a signed call",
             details=[ErrorDetail(field="Authorization", message="missing (portal cookie sent)")],
         )
+    if await request.read():
+        raise PaoError(
+            errors.MALFORMED_BODY,
+            "POST /portal/links takes no body: the link is for the signed caller",
+            details=[ErrorDetail(field="body", message="not empty")],
+        )
     identity = request[IDENTITY]
     token, expires_at = await request.app[PORTAL].mint_link(identity)
     return web.json_response(
