@@ -33,7 +33,7 @@ from pathlib import Path
 import aiohttp
 from botocore.credentials import ReadOnlyCredentials
 
-from infra import broker, fresh_database, percentile
+from infra import broker, fresh_database, percentile, serve_until_cancelled
 from pao.contracts.topics import ALL_TOPICS
 from pao.devctl.client import Target, sign
 from pao.devstack.ports import free_port
@@ -54,19 +54,7 @@ async def serve_floor(port: int) -> None:
     async def get_request(_: web.Request) -> web.Response:
         return web.json_response(_FLOOR_BODY)
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ready"})
-
-    app = web.Application()
-    app.router.add_get("/api/v1/requests/{request_id}", get_request)
-    app.router.add_get("/api/v1/health/ready", health)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_cancelled({("GET", "/api/v1/requests/{request_id}"): get_request}, port)
 
 
 def start_floor(tmp: Path) -> tuple[ChildProcess, str]:

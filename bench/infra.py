@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import statistics
@@ -9,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import yaml
@@ -88,3 +90,24 @@ def write_keys(directory: Path, key_id: str, secret: str) -> Path:
     }
     keys.write_text(yaml.safe_dump([entry]))
     return keys
+
+
+async def serve_until_cancelled(routes: dict[tuple[str, str], Any], port: int) -> None:
+    """A floor server: an aiohttp app answering `routes` ((method, path) -> handler) and
+    `GET /api/v1/health/ready` on 127.0.0.1:`port`, until the task is cancelled."""
+    from aiohttp import web
+
+    async def ready(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    for (method, path), handler in routes.items():
+        app.router.add_route(method, path, handler)
+    app.router.add_get("/api/v1/health/ready", ready)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -44,7 +44,7 @@ from pathlib import Path
 import aiohttp
 from botocore.credentials import ReadOnlyCredentials
 
-from infra import broker, fresh_database, percentile, write_keys
+from infra import broker, fresh_database, percentile, serve_until_cancelled, write_keys
 from pao.contracts.topics import ALL_TOPICS
 from pao.devctl.client import Target, sign
 from pao.devstack.ports import free_port
@@ -90,19 +90,9 @@ async def serve_floor(dsn: str, port: int, pool_size: int) -> None:
         )
         return web.json_response({"request_id": str(row_id), "status": "submitted"}, status=202)
 
-    async def ready(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ready"})
-
-    app = web.Application()
-    app.router.add_post("/api/v1/requests", submit)
-    app.router.add_get("/api/v1/health/ready", ready)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        await asyncio.Event().wait()
+        await serve_until_cancelled({("POST", "/api/v1/requests"): submit}, port)
     finally:
-        await runner.cleanup()
         await pool.close()
 
 

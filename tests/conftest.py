@@ -205,6 +205,9 @@ def stream_id() -> str:
 
 TEST_KEY_ID = "PAOTESTKEY0000000001"
 TEST_SECRET = "integration-secret"
+#: The `keys` fixture's developer (dana, team payments) and admin (root-admin), as (id, secret).
+DANA = (TEST_KEY_ID, TEST_SECRET)
+ADMIN = ("PAOADMINKEY000000001", "admin-secret")
 
 
 @pytest.fixture(scope="session")

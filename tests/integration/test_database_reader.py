@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from conftest import fresh_database
+from conftest import ADMIN, DANA, fresh_database
 from pao.shared.database import create_pool
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
@@ -24,8 +24,6 @@ from support.stack import Stack, fresh_stack, signed_call
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-DANA = ("PAOTESTKEY0000000001", "integration-secret")
-ADMIN = ("PAOADMINKEY000000001", "admin-secret")
 POSTGRES = {
     "db_name": "ledger",
     "environment": "dev",

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from conftest import fresh_database
+from conftest import DANA, fresh_database
 from pao.shared.database_access import DatabaseAccess
 from pao.shared.keystore import KeyStore
 from pao.shared.outages import database_away
@@ -37,7 +37,6 @@ from support.tls_postgres import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-DANA = ("PAOTESTKEY0000000001", "integration-secret")
 POSTGRES = {
     "db_name": "replicated",
     "environment": "dev",

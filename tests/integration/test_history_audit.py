@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from test_devctl import devctl
 
+from conftest import ADMIN, DANA
 from pao.devctl.errors import CliError
 from pao.shared.keystore import KeyEntry, KeyStore
 from pao.shared.settings import Settings
@@ -30,8 +31,6 @@ from support.stack import Stack, devctl_profile, fresh_stack, signed_call
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-DANA = ("PAOTESTKEY0000000001", "integration-secret")
-ADMIN = ("PAOADMINKEY000000001", "admin-secret")
 OLGA = ("PAOOLGAKEY0000000001", "olga-secret")
 POSTGRES = {
     "db_name": "ledger",

@@ -15,7 +15,7 @@ import pytest_asyncio
 from test_devctl import devctl, profile_file
 from test_request_flow import POSTGRES, people, status_becomes, submit  # noqa: F401
 
-from conftest import REPO, fresh_database, signed_client
+from conftest import ADMIN, DANA, REPO, fresh_database, signed_client
 from pao.devctl.client import sign
 from pao.fulfillment.jira import JiraClient
 from pao.shared.keystore import KeyStore
@@ -25,8 +25,6 @@ from support.stack import Stack, running_stack
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SERVICES = ("gateway", "relay", "projector", "request", "fulfillment")
-DANA = ("PAOTESTKEY0000000001", "integration-secret")
-ADMIN = ("PAOADMINKEY000000001", "admin-secret")
 MAX_SECONDS = 4.0
 
 

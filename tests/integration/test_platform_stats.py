@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from test_devctl import devctl
 
+from conftest import ADMIN, DANA
 from pao.devctl.errors import CliError
 from pao.devctl.output import console
 from pao.devctl.stats import show
@@ -28,8 +29,6 @@ SERVICES = ("gateway", "relay", "projector", "request")
 #: The request service's consumer groups: once they have committed everything the relay
 #: published, and the relay has published everything they appended, the platform is quiet.
 CONSUMERS = {"pao-request-process", "pao-request-resources"}
-ADMIN = ("PAOADMINKEY000000001", "admin-secret")
-DEVELOPER = ("PAOTESTKEY0000000001", "integration-secret")
 POSTGRES = {
     "db_name": "orders",
     "environment": "dev",
@@ -67,7 +66,7 @@ async def submitted_requests(stack: Stack, count: int) -> list[str]:
     ids = []
     for n in range(count):
         body = {"item_id": "postgresql-rds", "inputs": {**POSTGRES, "db_name": f"orders{n}"}}
-        answer = await api(stack, "POST", "/requests", body=body, key=DEVELOPER)
+        answer = await api(stack, "POST", "/requests", body=body, key=DANA)
         ids.append(answer["request_id"])
     return ids
 
@@ -96,7 +95,7 @@ async def status_becomes(stack: Stack, request_id: str, *wanted: str) -> str:
 
     async def probe() -> str | None:
         try:
-            answer = await api(stack, "GET", f"/requests/{request_id}/status", key=DEVELOPER)
+            answer = await api(stack, "GET", f"/requests/{request_id}/status", key=DANA)
         except CliError as exc:
             if exc.code != "PAO-REQ-001":  # not projected yet
                 raise
@@ -162,7 +161,7 @@ async def test_only_admins_and_platform_operators_read_them(
     stack: Stack, figures: dict[str, Any]
 ) -> None:
     with pytest.raises(CliError) as caught:
-        await api(stack, "GET", "/stats", key=DEVELOPER)
+        await api(stack, "GET", "/stats", key=DANA)
     assert (caught.value.status, caught.value.code) == (403, "PAO-AUTH-010")
 
 

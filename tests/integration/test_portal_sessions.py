@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from conftest import ADMIN, DANA
 from pao.shared.keystore import KeyEntry, KeyStore
 from pao.shared.settings import Settings
 from support.stack import Stack, fresh_stack, signed_call
@@ -20,9 +21,7 @@ from support.upstack import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-DANA = ("PAOTESTKEY0000000001", "integration-secret")
 OLGA = ("PAOOLGAKEY0000000001", "olga-secret")
-ADMIN = ("PAOADMINKEY000000001", "admin-secret")
 INPUTS = {
     "db_name": "ledger",
     "environment": "dev",
