@@ -135,13 +135,14 @@ async def test_a_developer_requests_a_database_in_the_browser_and_sees_it_comple
             await expect(page.get_by_role("heading", level=1)).to_have_text(
                 "Waiting for my approval"
             )
+            await shot(page, "8-approvals")
 
             # A narrow screen gets one column and no sideways scrolling.
             await page.set_viewport_size({"width": 360, "height": 740})
             await page.goto(f"{stack.info['gateway']}/portal/catalog")
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 360, f"the catalog is {width}px wide on a 360px screen"
-            await shot(page, "8-catalog-narrow")
+            await shot(page, "9-catalog-narrow")
             assert problems == [], problems
         finally:
             await browser.close()

@@ -17,6 +17,7 @@ from test_request_flow import EKS, api, status_becomes
 
 from conftest import REPO, fresh_database
 from pao.devctl.errors import CliError
+from pao.devstack.broker import EmbeddedBroker
 from pao.fulfillment.jira import JiraClient
 from pao.shared.keystore import KeyStore
 from pao.shared.settings import Settings
@@ -92,19 +93,27 @@ async def stack(
     jira_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    async with fresh_database(postgres_server) as dsn:
-        own = settings.model_copy(
-            update={
-                "database_url": dsn,
-                "jira_url": jira_url,
-                "jira_poll_seconds": 0.2,
-                "catalog_dir": REPO / "catalog",
-            }
-        )
-        async with running_stack(
-            own, keys, services=SERVICES, data_dir=tmp_path_factory.mktemp("metrics")
-        ) as running:
-            yield running
+    # A broker of its own: on the session's, the consumers would first replay the requests
+    # other tests made, and count them.
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("metrics-broker"))
+    await broker.start()
+    try:
+        async with fresh_database(postgres_server) as dsn:
+            own = settings.model_copy(
+                update={
+                    "database_url": dsn,
+                    "kafka_bootstrap": broker.bootstrap,
+                    "jira_url": jira_url,
+                    "jira_poll_seconds": 0.2,
+                    "catalog_dir": REPO / "catalog",
+                }
+            )
+            async with running_stack(
+                own, keys, services=SERVICES, data_dir=tmp_path_factory.mktemp("metrics")
+            ) as running:
+                yield running
+    finally:
+        await broker.stop()
 
 
 async def test_the_gateway_exposes_what_a_fulfilled_request_did(

@@ -17,7 +17,7 @@ from conftest import fresh_database
 from pao.devstack.broker import EmbeddedBroker
 from pao.devstack.postgres import EmbeddedPostgres
 from pao.fulfillment.executors import idempotency_label
-from pao.fulfillment.jira import JiraClient
+from pao.fulfillment.jira import JiraClient, JiraError
 from pao.shared.database import migrate
 from pao.stack.runtime import MIGRATIONS
 from support import eventually
@@ -55,8 +55,22 @@ async def finish_every_ticket(url: str, jira_url: str, ids: list[str], dsn: str)
     """Each request reaches its JIRA issue; the issue is moved to Done; the request completes.
     Requests are followed eight at a time, as the people working the tickets would."""
     lanes = asyncio.Semaphore(8)
-    async with aiohttp.ClientSession() as http:
+    # A connection each: under load the JIRA server may close an idle kept-alive one just as
+    # it is reused.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
         jira = JiraClient(jira_url, session=http)
+
+        async def done_in_jira(key: str) -> None:
+            """Move the issue to Done; a connection lost on the way is tried again (moving an
+            issue already Done does nothing)."""
+            for attempt in range(3):
+                try:
+                    await jira.transition_to(key, "Done")
+                    return
+                except JiraError as exc:
+                    if "cannot reach" not in str(exc) or attempt == 2:
+                        raise
+                    await asyncio.sleep(0.5)
 
         async def finish(request_id: str) -> None:
             async def waiting() -> str | None:
@@ -75,7 +89,7 @@ async def finish_every_ticket(url: str, jira_url: str, ids: list[str], dsn: str)
                     raise AssertionError(
                         f"{request_id} never reached its ticket: {await log_lines(url, request_id)}"
                     ) from exc
-                await jira.transition_to(key, "Done")
+                await done_in_jira(key)
                 try:
                     await eventually(completed, timeout=90, interval=0.3, what="completion")
                 except AssertionError as exc:
