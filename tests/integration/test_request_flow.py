@@ -109,7 +109,7 @@ async def status_becomes(stack: Stack, request_id: str, *wanted: str) -> dict[st
         current = await api(stack, "GET", f"/requests/{request_id}/status")
         return current if current["status"] in wanted else None
 
-    return await eventually(probe, timeout=30, what=f"status {' or '.join(wanted)}")
+    return await eventually(probe, timeout=90, what=f"status {' or '.join(wanted)}")
 
 
 async def submit(stack: Stack, item: str, inputs: dict[str, Any], **kwargs: Any) -> str:
@@ -361,7 +361,7 @@ async def resource_becomes(stack: Stack, resource_id: str, state: str) -> dict[s
         found = await api(stack, "GET", f"/resources/{resource_id}")
         return found if found["state"] == state else None
 
-    return await eventually(probe, timeout=30, what=f"resource {state}")
+    return await eventually(probe, timeout=90, what=f"resource {state}")
 
 
 async def test_a_manual_resource_is_listed_changed_and_decommissioned_through_tickets(

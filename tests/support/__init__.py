@@ -13,11 +13,12 @@ T = TypeVar("T")
 async def eventually(
     probe: Callable[[], Awaitable[T | None]],
     *,
-    timeout: float = 20.0,
+    timeout: float = 60.0,
     interval: float = 0.05,
     what: str = "condition",
 ) -> T:
-    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
+    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds (the
+    default is patient: with two test processes on two cores a stack can be slow to answer)."""
     deadline = time.monotonic() + timeout
     while True:
         result = await probe()
