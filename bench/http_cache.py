@@ -33,7 +33,7 @@ from pathlib import Path
 import aiohttp
 from botocore.credentials import ReadOnlyCredentials
 
-from infra import broker, fresh_database, percentile, serve_until_cancelled
+from infra import broker, fresh_database, percentile, serve_until_cancelled, stop_all
 from pao.contracts.topics import ALL_TOPICS
 from pao.devctl.client import Target, sign
 from pao.devstack.ports import free_port
@@ -190,12 +190,7 @@ async def main(clients: int, count: int, warmup: int) -> None:
                         flush=True,
                     )
             finally:
-                for process in (*gateways, floor):
-                    crashed = not process.running
-                    await process.stop(timeout=30)
-                    if crashed:
-                        print(f"the {process.name} process had stopped before the end:")
-                        print(process.log_tail())
+                await stop_all((*gateways, floor))
 
 
 if __name__ == "__main__":

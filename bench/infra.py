@@ -111,3 +111,13 @@ async def serve_until_cancelled(routes: dict[tuple[str, str], Any], port: int) -
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+async def stop_all(processes: Any) -> None:
+    """Stop the benchmark's child processes, showing the log of any that had died meanwhile."""
+    for process in processes:
+        crashed = not process.running
+        await process.stop(timeout=30)
+        if crashed:
+            print(f"the {process.name} process had stopped before the end:")
+            print(process.log_tail())

@@ -44,7 +44,7 @@ from pathlib import Path
 import aiohttp
 from botocore.credentials import ReadOnlyCredentials
 
-from infra import broker, fresh_database, percentile, serve_until_cancelled, write_keys
+from infra import broker, fresh_database, percentile, serve_until_cancelled, stop_all, write_keys
 from pao.contracts.topics import ALL_TOPICS
 from pao.devctl.client import Target, sign
 from pao.devstack.ports import free_port
@@ -310,12 +310,7 @@ async def main(
                             flush=True,
                         )
             finally:
-                for process in (*gateway, floor, *others):
-                    crashed = not process.running
-                    await process.stop(timeout=30)
-                    if crashed:
-                        print(f"the {process.name} process had stopped before the end:")
-                        print(process.log_tail())
+                await stop_all((*gateway, floor, *others))
 
 
 if __name__ == "__main__":

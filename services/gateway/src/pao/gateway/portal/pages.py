@@ -102,7 +102,12 @@ async def static(request: web.Request) -> web.Response:
 async def catalog_page(request: web.Request, identity: Identity) -> tuple[str, dict[str, Any]]:
     wanted = {k: request.query.get(k, "").strip() for k in ("q", "category", "owner", "tag")}
     everything = await api_get(request, "/catalog", limit=200)
-    found = await api_get(request, "/catalog", limit=200, **wanted)
+    # The filters' choices come from every item; without a filter that is also the answer.
+    found = (
+        await api_get(request, "/catalog", limit=200, **wanted)
+        if any(wanted.values())
+        else everything
+    )
     items = everything["items"]
     return "catalog.html", {
         "wanted": wanted,
